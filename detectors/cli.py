@@ -1,0 +1,186 @@
+"""``motionguard`` commands of the scoring core (``scan``; training commands join later).
+
+The streaming commands (``worker``, ``kafka``, ``submit``...) are added by
+``streamer.cli``, which owns the console entry point.  Heavy imports (torch,
+open_clip) happen inside commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from detectors import __version__
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="motionguard",
+    help="MotionGuard: tell filmed human motion from text-to-video generations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+stderr = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_INPUT_ERRORS = 2
+EXIT_USAGE = 3
+
+_VERDICT_STYLE = {"ai_generated": "bold red", "needs_review": "yellow", "real": "green", "error": "magenta"}
+
+
+def configure_logging(level: str) -> None:
+    """Configure logging once, at the entry point."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def warn_untrained() -> None:
+    stderr.print(
+        "[bold white on red] WARNING [/] [bold red]untrained model: verdicts are meaningless[/] "
+        "(random weights; use --pretrained TAG, --weights FILE or --bundle DIR on a machine with the model)"
+    )
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning, error.")] = "warning",
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    configure_logging(log_level)
+    if version:
+        typer.echo(f"motionguard {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Preset (clip-vit-b-32, clip-vit-l-14, ...) or open_clip architecture.")
+]
+PretrainedOption = Annotated[
+    str | None,
+    typer.Option(help="open_clip pretrained tag (e.g. openai), or 'none' for random weights (testing only)."),
+]
+BundleOption = Annotated[
+    Path | None, typer.Option("--bundle", "-b", help="Model bundle directory (overrides --model/--pretrained).")
+]
+WeightsOption = Annotated[
+    Path | None, typer.Option(help="Fine-tuned (FT-CLIP) .safetensors weights for --model's architecture.")
+]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="MotionGuard verdicts", show_lines=False)
+    for column in ("source", "verdict", "score", "frames", "generator", "ms", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        generator = ", ".join(f"{g['name']} {g['probability']:.2f}" for g in row["generator"] or [])
+        error = row["error"]
+        table.add_row(
+            row["source"],
+            f"[{_VERDICT_STYLE.get(row['verdict'], '')}]{row['verdict']}[/]",
+            "" if row["score"] is None else f"{row['score']:.3f}",
+            str(row["frames_scored"]),
+            generator,
+            f"{row['timings_ms'].get('total', 0):.0f}",
+            "" if error is None else f"{error['code']}: {error['message']}",
+        )
+    Console().print(table)
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Video files to score.", show_default=False)],
+    bundle: BundleOption = None,
+    model: ModelOption = "clip-vit-b-32",
+    pretrained: PretrainedOption = None,
+    weights: WeightsOption = None,
+    frames: Annotated[int | None, typer.Option(min=1, max=1024, help="Frames sampled per video.")] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy name from the bundle.")] = None,
+    flag_threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Score at which to flag.")] = None,
+    review_threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Score at which to ask for review.")
+    ] = None,
+    aggregation: Annotated[str | None, typer.Option(help="vote (majority, the paper) or mean.")] = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per model call.")] = 64,
+    timeout_seconds: Annotated[float, typer.Option(min=0.1, help="Limit for each ffmpeg call.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input per line.")] = False,
+) -> None:
+    """Score video files as real or AI-generated.
+
+    Exit status: 0 when every input was scored, 2 when any input failed, 3 on
+    a usage or model problem.
+    """
+    from detectors.errors import MotionGuardError
+    from detectors.loading import DetectorOptions, build_detector
+    from detectors.sampling import SamplingConfig
+
+    try:
+        detector = build_detector(
+            DetectorOptions(
+                bundle=str(bundle) if bundle else None,
+                model=model,
+                pretrained=pretrained,
+                weights=str(weights) if weights else None,
+                device=device,  # type: ignore[arg-type]
+                batch_size=batch_size,
+                frames=frames,
+                flag_threshold=flag_threshold,
+                review_threshold=review_threshold,
+                aggregation=aggregation,
+                sampling=SamplingConfig(timeout_seconds=timeout_seconds),
+            )
+        )
+    except (MotionGuardError, ValueError) as e:
+        stderr.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
+    if detector.model.untrained:
+        warn_untrained()
+
+    rows: list[dict[str, Any]] = []
+    failures = 0
+    sources = [str(p) for p in paths]
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=as_json or not stderr.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("scanning", total=len(sources))
+        for result in detector.scan_many(sources, policy=policy):
+            row = result.to_dict()
+            failures += not result.ok
+            progress.advance(task)
+            if as_json:
+                sys.stdout.write(json.dumps(row) + "\n")
+                sys.stdout.flush()
+            else:
+                rows.append(row)
+    if not as_json:
+        _print_table(rows)
+        scored = len(sources) - failures
+        stderr.print(f"{scored} scored, {failures} failed, model {detector.model.version}")
+    if detector.model.untrained and not as_json:
+        warn_untrained()
+    raise typer.Exit(EXIT_INPUT_ERRORS if failures else EXIT_OK)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,198 @@
+"""The detector: sample -> embed -> classify -> vote, with per-stage timings.
+
+:class:`Detector` wires the four seams together.  It exposes the stages
+separately (``sample``, ``embed_many``, ``decide``) so the streaming worker can
+run decoding in worker threads and batch frames from many videos into one
+model call, and a convenience ``scan`` / ``scan_many`` for files.
+
+A bad input never raises out of ``scan``: it becomes a :class:`ScanResult`
+whose ``error`` is set.  Programming errors still raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.embedding import UNTRAINED_WARNING
+from detectors.errors import MotionGuardError
+from detectors.types import Embedder, FloatArray, FrameClassifier, FrameSampler, SampledFrames, VideoScore
+from detectors.voting import Policy, vote
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What produced a verdict; goes into every verdict as ``model``."""
+
+    name: str
+    version: str
+    classifier: str
+    embedder: Mapping[str, object]
+    untrained: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "classifier": self.classifier,
+            "embedder": dict(self.embedder),
+            "untrained": self.untrained,
+        }
+
+
+@dataclass
+class ScanResult:
+    """One video's outcome: a score or an error, never both."""
+
+    source: str
+    model: ModelInfo
+    score: VideoScore | None = None
+    error: MotionGuardError | None = None
+    policy: str = "default"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    duration_seconds: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "error" if self.score is None else self.score.verdict
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict schema shared by ``scan --json`` and the worker's output topic."""
+        score = self.score
+        warnings = [UNTRAINED_WARNING] if self.model.untrained else []
+        return {
+            "source": self.source,
+            "verdict": self.verdict,
+            "score": None if score is None else round(score.score, 4),
+            "vote_fraction": None if score is None else round(score.vote_fraction, 4),
+            "mean_probability": None if score is None else round(score.mean_probability, 4),
+            "generator": None
+            if score is None or score.generator is None
+            else [g.to_dict() for g in score.generator],
+            "frames_scored": 0 if score is None else score.frames_scored,
+            "segments": [] if score is None else [s.to_dict() for s in score.segments],
+            "policy": self.policy,
+            "video_duration_seconds": None
+            if self.duration_seconds is None
+            else round(self.duration_seconds, 3),
+            "model": self.model.to_dict(),
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "warnings": warnings,
+            "error": None if self.error is None else self.error.to_dict(),
+        }
+
+
+class Detector:
+    """Scores videos with one sampler, embedder and frame classifier."""
+
+    def __init__(
+        self,
+        sampler: FrameSampler,
+        embedder: Embedder,
+        classifier: FrameClassifier,
+        model: ModelInfo,
+        policies: Mapping[str, Policy] | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.embedder = embedder
+        self.classifier = classifier
+        self.model = model
+        self.policies = dict(policies or {"default": Policy()})
+        if "default" not in self.policies:
+            raise ValueError("policies must include 'default'")
+        self.classes = [str(c) for c in classifier.classes_]
+
+    def policy(self, name: str | None) -> Policy:
+        """The named policy; unknown names fall back to ``default`` with a debug log."""
+        if name and name in self.policies:
+            return self.policies[name]
+        if name and name != "default":
+            logger.debug("unknown policy %r, using default", name)
+        return self.policies["default"]
+
+    # -- stages -------------------------------------------------------------------
+
+    def sample(self, path: str | os.PathLike[str]) -> SampledFrames:
+        return self.sampler.sample(path, self.embedder.image_size)
+
+    def embed_many(self, batch: Sequence[SampledFrames]) -> list[FloatArray]:
+        """Embed the frames of several videos in shared model batches."""
+        if not batch:
+            return []
+        stacked = np.concatenate([item.frames for item in batch])
+        embeddings = self.embedder.embed_frames(stacked)
+        bounds = np.cumsum([len(item) for item in batch])[:-1]
+        return list(np.split(embeddings, bounds))
+
+    def decide(self, sampled: SampledFrames, embeddings: FloatArray, policy: Policy) -> VideoScore:
+        proba = self.classifier.predict_proba(embeddings)
+        return vote(np.asarray(proba, dtype=np.float64), self.classes, sampled.timestamps_seconds, policy)
+
+    # -- whole files --------------------------------------------------------------
+
+    def scan(self, path: str | os.PathLike[str], policy: str | None = None) -> ScanResult:
+        return next(self.scan_many([path], policy=policy, prefetch=0))
+
+    def scan_many(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        policy: str | None = None,
+        prefetch: int = 2,
+        on_start: Callable[[str], None] | None = None,
+    ) -> Iterator[ScanResult]:
+        """Scan files in order, decoding up to ``prefetch`` videos ahead in threads."""
+        chosen = self.policy(policy)
+
+        def timed_sample(path: str) -> tuple[SampledFrames | MotionGuardError, float]:
+            started = time.perf_counter()
+            try:
+                return self.sample(path), (time.perf_counter() - started) * 1000
+            except MotionGuardError as e:
+                return e, (time.perf_counter() - started) * 1000
+
+        sources = [os.fspath(p) for p in paths]
+        with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="sample") as pool:
+            pending: list[Future[tuple[SampledFrames | MotionGuardError, float]]] = []
+            next_index = 0
+            for index, source in enumerate(sources):
+                while next_index < len(sources) and next_index <= index + prefetch:
+                    pending.append(pool.submit(timed_sample, sources[next_index]))
+                    next_index += 1
+                if on_start is not None:
+                    on_start(source)
+                sampled, sample_ms = pending[index].result()
+                yield self._finish(source, sampled, sample_ms, chosen)
+
+    def _finish(
+        self, source: str, sampled: SampledFrames | MotionGuardError, sample_ms: float, policy: Policy
+    ) -> ScanResult:
+        result = ScanResult(source=source, model=self.model, policy=policy.name)
+        result.timings_ms["sample"] = sample_ms
+        if isinstance(sampled, MotionGuardError):
+            logger.info("cannot score %s: %s", source, sampled.message)
+            result.error = sampled
+            result.timings_ms["total"] = sample_ms
+            return result
+        result.duration_seconds = sampled.probe.duration_seconds
+        started = time.perf_counter()
+        (embeddings,) = self.embed_many([sampled])
+        embedded = time.perf_counter()
+        result.score = self.decide(sampled, embeddings, policy)
+        decided = time.perf_counter()
+        result.timings_ms["embed"] = (embedded - started) * 1000
+        result.timings_ms["classify"] = (decided - embedded) * 1000
+        result.timings_ms["total"] = sample_ms + (decided - started) * 1000
+        return result

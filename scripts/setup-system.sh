@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the operating-system tools MotionGuard needs, only where missing.
+# Debian/Ubuntu (apt-get); runs apt-get through sudo when not root.
+set -euo pipefail
+
+need=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+if [[ "${MOTIONGUARD_WITH_PROMETHEUS:-0}" == "1" ]]; then
+    command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+fi
+
+if ((${#need[@]} == 0)); then
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
+    exit 1
+fi
+sudo=""
+if [[ "$(id -u)" != "0" ]]; then
+    sudo="sudo"
+fi
+echo "setup: installing ${need[*]} from the OS packages" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,1 @@
+"""MotionGuard's streaming adapter: Faust agents around the ``detectors`` core."""
