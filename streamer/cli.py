@@ -10,13 +10,22 @@ from detectors.cli import app
 
 __all__ = ["app", "main"]
 
+_registered = False
 
-def _register_streaming_commands() -> None:
+
+def register_commands() -> None:
+    """Add the streaming commands to the core's app (once)."""
+    global _registered
+    if _registered:
+        return
+    from streamer import events_cli
     from streamer.kafka_cli import kafka_app
 
+    events_cli.register(app)
     app.add_typer(kafka_app, name="kafka", help="Run a local single-node Apache Kafka (KRaft) for development.")
+    _registered = True
 
 
 def main() -> None:
-    _register_streaming_commands()
+    register_commands()
     app()

@@ -1,0 +1,218 @@
+"""``motionguard worker | submit | verdicts | label``: the streaming commands.
+
+``submit``, ``verdicts`` and ``label`` are small kafka-python tools for people
+(and the demo) to publish upload events and moderator labels and to read
+verdicts.  ``worker`` runs the Faust worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from streamer.schemas import ModeratorLabel, UploadEvent, format_time, utc_now
+from streamer.settings import WorkerSettings, settings_from_env
+
+logger = logging.getLogger(__name__)
+stderr = Console(stderr=True)
+
+BrokerOption = Annotated[
+    str | None, typer.Option("--broker", help="Bootstrap servers (kafka://host:port); default MOTIONGUARD_BROKER.")
+]
+
+
+def _settings(broker: str | None) -> WorkerSettings:
+    try:
+        settings = settings_from_env()
+    except ValueError as e:
+        stderr.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(3) from e
+    return settings.with_overrides(broker=broker)
+
+
+def _client_options(settings: WorkerSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
+    if settings.ssl_cafile:
+        options["ssl_cafile"] = settings.ssl_cafile
+    return options
+
+
+def _producer(settings: WorkerSettings) -> Any:
+    from kafka import KafkaProducer
+    from kafka.errors import NoBrokersAvailable
+
+    try:
+        return KafkaProducer(acks="all", retries=5, linger_ms=5, **_client_options(settings))
+    except NoBrokersAvailable as e:
+        stderr.print(f"[bold red]error:[/] no Kafka broker answers at {', '.join(settings.bootstrap_servers)}")
+        raise typer.Exit(3) from e
+
+
+def _as_uri(item: str) -> str:
+    if "://" in item:
+        return item
+    return Path(item).resolve().as_uri()
+
+
+def submit(
+    items: Annotated[list[str], typer.Argument(help="Video files or URIs (file://, http(s)://).")],
+    broker: BrokerOption = None,
+    policy: Annotated[str | None, typer.Option(help="Policy name for these uploads.")] = None,
+    video_id_prefix: Annotated[str, typer.Option(help="Prefix for generated video ids.")] = "upload",
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Send each ITEM as the event value as-is (to test bad events).")
+    ] = False,
+) -> None:
+    """Publish upload events (one per file or URI) to the uploads topic."""
+    settings = _settings(broker)
+    producer = _producer(settings)
+    topic = settings.topic_uploads
+    for item in items:
+        if raw:
+            key = f"{video_id_prefix}-{uuid.uuid4().hex[:12]}"
+            value = item.encode()
+        else:
+            key = f"{video_id_prefix}-{uuid.uuid4().hex[:12]}"
+            event = UploadEvent(video_id=key, uri=_as_uri(item), uploaded_at=utc_now(), policy=policy)
+            value = event.to_json()
+        producer.send(topic, key=key.encode(), value=value)
+        typer.echo(json.dumps({"video_id": key, "topic": topic, "value": value.decode(errors="replace")}))
+    producer.flush(timeout=30)
+    producer.close()
+
+
+def label(
+    video_id: Annotated[str, typer.Argument(help="The video the moderator decided on.")],
+    decision: Annotated[str, typer.Argument(help="ai_generated or real.")],
+    moderator: Annotated[str | None, typer.Option(help="Who decided.")] = None,
+    broker: BrokerOption = None,
+) -> None:
+    """Publish a moderator's decision; the worker joins it with its verdict for accuracy metrics."""
+    if decision not in ("ai_generated", "real"):
+        stderr.print("[bold red]error:[/] decision must be ai_generated or real")
+        raise typer.Exit(3)
+    settings = _settings(broker)
+    event = ModeratorLabel(video_id=video_id, label=decision, moderator=moderator)  # type: ignore[arg-type]
+    producer = _producer(settings)
+    producer.send(settings.topic_labels, key=video_id.encode(), value=event.to_json())
+    producer.flush(timeout=30)
+    producer.close()
+    typer.echo(json.dumps({"video_id": video_id, "label": decision, "at": format_time(utc_now())}))
+
+
+def verdicts(
+    broker: BrokerOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new verdicts.")] = False,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest verdict.")] = True,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many verdicts.")] = None,
+    idle_seconds: Annotated[float, typer.Option(help="Without --follow, stop after this long without news.")] = 5.0,
+    dead_letters: Annotated[bool, typer.Option("--dead-letters", help="Read the dead-letter topic instead.")] = False,
+) -> None:
+    """Print verdicts (one JSON object per line) from the verdicts topic."""
+    from kafka import KafkaConsumer
+
+    settings = _settings(broker)
+    topic = settings.topic_dead_letters if dead_letters else settings.topic_verdicts
+    consumer = KafkaConsumer(
+        topic,
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_seconds * 1000) if not follow else 1000,
+        **_client_options(settings),
+    )
+    seen = 0
+    try:
+        while True:
+            for message in consumer:
+                sys.stdout.write(message.value.decode(errors="replace") + "\n")
+                sys.stdout.flush()
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+            if not follow:
+                return
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def worker(
+    broker: BrokerOption = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="Model bundle directory.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Preset or open_clip architecture.")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Pretrained tag, or 'none' for random weights.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="FT-CLIP .safetensors weights.")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Port for /metrics, /healthz and /ready.")] = None,
+    allowed_root: Annotated[
+        list[Path] | None, typer.Option("--allowed-root", help="Directory file:// URIs may read (repeatable).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Run the streaming worker: upload events in, verdicts out, metrics on the web port."""
+    from detectors.errors import MotionGuardError
+    from detectors.loading import DetectorOptions, build_detector
+    from detectors.sampling import SamplingConfig
+    from streamer.worker import MotionGuardWorker, run_worker
+
+    settings = _settings(broker).with_overrides(
+        bundle=str(bundle) if bundle else None,
+        model=model,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        web_port=web_port,
+        device=device,
+        allowed_roots=tuple(str(p) for p in allowed_root) if allowed_root else None,
+    )
+    try:
+        detector = build_detector(
+            DetectorOptions(
+                bundle=settings.bundle or None,
+                model=settings.model,
+                pretrained=settings.pretrained or None,
+                weights=settings.weights or None,
+                device=settings.device,  # type: ignore[arg-type]
+                batch_size=settings.model_batch_frames,
+                frames=settings.frames or None,
+                sampling=SamplingConfig(
+                    max_file_bytes=settings.max_file_bytes,
+                    max_duration_seconds=settings.max_duration_seconds,
+                    timeout_seconds=settings.ffmpeg_timeout_seconds,
+                ),
+            )
+        )
+    except (MotionGuardError, ValueError) as e:
+        stderr.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(3) from e
+    if detector.model.untrained:
+        from detectors.cli import warn_untrained
+
+        warn_untrained()
+    logger.info("worker settings: %s", settings.public_dict())
+    run_worker(MotionGuardWorker(settings, detector), log_level=logging.getLevelName(logging.getLogger().level))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(worker)
+    app.command()(submit)
+    app.command()(verdicts)
+    app.command()(label)

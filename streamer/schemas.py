@@ -1,0 +1,213 @@
+"""Topic names and the JSON event schemas, defined once.
+
+The chart, the dashboards and the CLI tools all take topic names from
+:class:`Topics`.  A schema change means a new topic version (``.v2``), never a
+silent change of meaning on an existing topic.
+
+* upload event (``video-uploads``, key ``video_id``)::
+
+    {"video_id": str, "uri": str, "uploaded_at": RFC 3339 (optional),
+     "policy": str (optional), "metadata": object (optional)}
+
+* verdict (``video-verdicts``, key ``video_id``): the ``scan --json`` object plus
+  ``video_id``, ``model_version``, ``uploaded_at``, ``decided_at``,
+  ``processing_seconds`` and ``upload_to_verdict_seconds``.
+* dead-letter record (``video-uploads-dlq``, key ``video_id`` when known)::
+
+    {"original": str (the event as received), "reason": code, "message": str,
+     "video_id": str | null, "failed_at": RFC 3339, "worker": str}
+
+* moderator label (``moderator-labels``, key ``video_id``)::
+
+    {"video_id": str, "label": "ai_generated" | "real", "moderator": str (optional)}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from detectors.errors import MotionGuardError
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+_VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
+
+LabelValue = Literal["ai_generated", "real"]
+
+
+class EventError(MotionGuardError):
+    """An incoming event does not match its schema."""
+
+    code = "malformed_event"
+
+
+@dataclass(frozen=True)
+class Topics:
+    uploads: str = "video-uploads"
+    verdicts: str = "video-verdicts"
+    dead_letters: str = "video-uploads-dlq"
+    labels: str = "moderator-labels"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.uploads, self.verdicts, self.dead_letters, self.labels)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 time; it must carry a timezone."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as e:
+        raise EventError(f"uploaded_at {value!r} is not an RFC 3339 time") from e
+    if moment.tzinfo is None:
+        raise EventError(f"uploaded_at {value!r} has no timezone (RFC 3339 needs one, e.g. 'Z')")
+    return moment
+
+
+def _decode_object(raw: bytes | str | None, what: str) -> dict[str, Any]:
+    if raw is None:
+        raise EventError(f"{what} has no value")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"{what} is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EventError(f"{what} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise EventError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _video_id(value: dict[str, Any], what: str) -> str:
+    video_id = value.get("video_id")
+    if not isinstance(video_id, str) or not video_id:
+        raise EventError(f"{what} needs a non-empty string 'video_id'")
+    if not _VIDEO_ID.match(video_id):
+        raise EventError(
+            f"{what} video_id {video_id[:50]!r} must be 1-200 characters of letters, digits, '.', '_', ':', '-'"
+        )
+    return video_id
+
+
+@dataclass(frozen=True)
+class UploadEvent:
+    video_id: str
+    uri: str
+    uploaded_at: datetime | None = None
+    policy: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> UploadEvent:
+        value = _decode_object(raw, "upload event")
+        video_id = _video_id(value, "upload event")
+        unknown = set(value) - {"video_id", "uri", "uploaded_at", "policy", "metadata"}
+        if unknown:
+            raise EventError(f"upload event has unknown fields: {', '.join(sorted(unknown))}")
+        uri = value.get("uri")
+        if not isinstance(uri, str) or not uri.strip():
+            raise EventError("upload event needs a non-empty string 'uri'")
+        uploaded_at = value.get("uploaded_at")
+        if uploaded_at is not None and not isinstance(uploaded_at, str):
+            raise EventError("upload event 'uploaded_at' must be an RFC 3339 string")
+        policy = value.get("policy")
+        if policy is not None and not isinstance(policy, str):
+            raise EventError("upload event 'policy' must be a string")
+        metadata = value.get("metadata", {})
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            raise EventError("upload event 'metadata' must be a JSON object")
+        return cls(
+            video_id=video_id,
+            uri=uri.strip(),
+            uploaded_at=parse_time(uploaded_at) if uploaded_at else None,
+            policy=policy,
+            metadata=metadata,
+        )
+
+    def to_json(self) -> bytes:
+        value: dict[str, Any] = {"video_id": self.video_id, "uri": self.uri}
+        if self.uploaded_at is not None:
+            value["uploaded_at"] = format_time(self.uploaded_at)
+        if self.policy is not None:
+            value["policy"] = self.policy
+        if self.metadata:
+            value["metadata"] = self.metadata
+        return json.dumps(value).encode()
+
+
+@dataclass(frozen=True)
+class ModeratorLabel:
+    video_id: str
+    label: LabelValue
+    moderator: str | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> ModeratorLabel:
+        value = _decode_object(raw, "moderator label")
+        video_id = _video_id(value, "moderator label")
+        label = value.get("label")
+        if label not in ("ai_generated", "real"):
+            raise EventError(f"moderator label must be 'ai_generated' or 'real', got {label!r}")
+        moderator = value.get("moderator")
+        if moderator is not None and not isinstance(moderator, str):
+            raise EventError("moderator label 'moderator' must be a string")
+        return cls(video_id=video_id, label=label, moderator=moderator)
+
+    def to_json(self) -> bytes:
+        value: dict[str, Any] = {"video_id": self.video_id, "label": self.label}
+        if self.moderator is not None:
+            value["moderator"] = self.moderator
+        return json.dumps(value).encode()
+
+
+def guess_video_id(raw: bytes | str | None, key: bytes | None) -> str | None:
+    """Best-effort id for an event that failed validation (for the error verdict)."""
+    try:
+        value = json.loads(raw) if raw else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("video_id"), str):
+        candidate = value["video_id"]
+        if _VIDEO_ID.match(candidate):
+            return str(candidate)
+    if key:
+        try:
+            text = key.decode()
+        except UnicodeDecodeError:
+            return None
+        if _VIDEO_ID.match(text):
+            return text
+    return None
+
+
+def dead_letter_record(
+    raw: bytes | str | None, error: MotionGuardError, video_id: str | None, worker: str
+) -> bytes:
+    if isinstance(raw, bytes):
+        original = raw.decode("utf-8", errors="replace")
+    else:
+        original = raw or ""
+    return json.dumps(
+        {
+            "original": original,
+            "reason": error.code,
+            "message": error.message,
+            "video_id": video_id,
+            "failed_at": format_time(utc_now()),
+            "worker": worker,
+            "schema_version": SCHEMA_VERSION,
+        }
+    ).encode()

@@ -1,0 +1,174 @@
+"""Worker settings: the one place that reads environment variables.
+
+Every setting is ``MOTIONGUARD_<NAME>`` in the environment (the Helm chart's
+ConfigMap and Secret set them); command-line options override them.  Lists are
+comma-separated.  Nothing below the entry point reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from streamer.schemas import Topics
+
+PREFIX = "MOTIONGUARD_"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    # --- Kafka -------------------------------------------------------------------
+    broker: str = "kafka://127.0.0.1:9092"
+    """Bootstrap servers, ``kafka://host:port[;kafka://host2:port]``."""
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = "PLAIN"
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    app_id: str = "motionguard"
+    """Kafka consumer group and Faust application id."""
+    topic_uploads: str = "video-uploads"
+    topic_verdicts: str = "video-verdicts"
+    topic_dead_letters: str = "video-uploads-dlq"
+    topic_labels: str = "moderator-labels"
+    topic_partitions: int = 4
+    """Partitions of the topics the worker creates; also caps useful replicas."""
+    topic_replication_factor: int = 1
+    data_dir: str = "/tmp/motionguard-worker"
+    """Faust's local state directory (tables are rebuilt from their changelogs)."""
+
+    # --- model -------------------------------------------------------------------
+    bundle: str = ""
+    """Model bundle directory; empty means model + pretrained + frame-to-prompt."""
+    model: str = "clip-vit-b-32"
+    pretrained: str = ""
+    """open_clip pretrained tag, ``none`` for random weights; empty = the preset's tag."""
+    weights: str = ""
+    device: str = "auto"
+    frames: int = 0
+    """Frames sampled per video; 0 = the bundle's (or 16)."""
+    model_batch_frames: int = 64
+
+    # --- batching and concurrency -----------------------------------------------
+    batch_max_events: int = 8
+    """At most this many upload events share one model batch ..."""
+    batch_window_ms: int = 50
+    """... gathered for at most this long."""
+    decode_workers: int = 2
+    """Threads running ffmpeg (each ffmpeg is its own process)."""
+
+    # --- sources (URIs) ----------------------------------------------------------
+    allowed_roots: tuple[str, ...] = ()
+    """Directories ``file://`` URIs may point into (after resolving symlinks)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Hosts ``http(s)://`` URIs may name; empty means any public host."""
+    allow_private_addresses: bool = False
+    """Allow http(s) to private, loopback and link-local addresses (tests, on-prem)."""
+    allowed_private_addresses: tuple[str, ...] = ()
+    """Specific private addresses or networks allowed (e.g. 127.0.0.1/32)."""
+    max_download_bytes: int = 2 * 1024**3
+    download_timeout_seconds: float = 60.0
+    fetch_retries: int = 3
+    retry_backoff_seconds: float = 0.5
+    download_dir: str = "/tmp/motionguard-downloads"
+
+    # --- decoding limits -------------------------------------------------------------
+    max_file_bytes: int = 4 * 1024**3
+    max_duration_seconds: float = 4 * 3600.0
+    ffmpeg_timeout_seconds: float = 120.0
+
+    # --- web, metrics ------------------------------------------------------------
+    web_host: str = "0.0.0.0"
+    web_port: int = 6066
+    accuracy_window: int = 500
+    """Moderator labels in the rolling accuracy ratio."""
+    worker_name: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "motionguard-worker"))
+
+    def __post_init__(self) -> None:
+        if self.batch_max_events < 1:
+            raise ValueError("batch_max_events must be >= 1")
+        if self.batch_window_ms < 0:
+            raise ValueError("batch_window_ms must be >= 0")
+        if self.decode_workers < 1:
+            raise ValueError("decode_workers must be >= 1")
+        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError(f"security_protocol {self.security_protocol!r} is not one Kafka knows")
+        if self.topic_partitions < 1:
+            raise ValueError("topic_partitions must be >= 1")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(
+            uploads=self.topic_uploads,
+            verdicts=self.topic_verdicts,
+            dead_letters=self.topic_dead_letters,
+            labels=self.topic_labels,
+        )
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``kafka://a:1;kafka://b:2`` -> ``["a:1", "b:2"]`` for kafka-python tools."""
+        servers = []
+        for part in self.broker.replace(",", ";").split(";"):
+            part = part.strip()
+            if part:
+                servers.append(part.split("://", 1)[-1])
+        return servers
+
+    @property
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{server}" for server in self.bootstrap_servers)
+
+    def roots(self) -> list[Path]:
+        return [Path(root).resolve() for root in self.allowed_roots]
+
+    def with_overrides(self, **changes: Any) -> WorkerSettings:
+        """Apply command-line values that were actually given (``None`` = not given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings for logs and ``/status``, with the secrets blanked."""
+        result = {f.name: getattr(self, f.name) for f in fields(self)}
+        if result["sasl_password"]:
+            result["sasl_password"] = "***"
+        return result
+
+
+def _convert(raw: str, kind: Any, name: str) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind == tuple[str, ...]:
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        return raw
+    except ValueError as e:
+        raise ValueError(f"environment variable {PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from e
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Build settings from ``MOTIONGUARD_*`` variables; unknown ones are an error."""
+    env = os.environ if env is None else env
+    hints = get_type_hints(WorkerSettings)
+    names = {f.name for f in fields(WorkerSettings)}
+    known_other = {"MOTIONGUARD_LOG_LEVEL", "MOTIONGUARD_CACHE_DIR"}
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(PREFIX) or key in known_other:
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in names:
+            raise ValueError(f"unknown setting {key}; known: {', '.join(sorted(PREFIX + n.upper() for n in names))}")
+        values[name] = _convert(raw, hints[name], name)
+    return WorkerSettings(**values)

@@ -1,0 +1,445 @@
+"""The streaming worker: a Faust app around the detection core.
+
+Flow per upload event (``video-uploads``, at-least-once)::
+
+    parse + validate -> fetch (file:// or http(s), in a thread) -> sample with
+    ffmpeg (same thread) -> embed (shared model batch) -> classify + vote ->
+    verdict on ``video-verdicts`` (and, for a failure, the original event plus
+    the reason on ``video-uploads-dlq``) -> ack
+
+* Up to ``batch_max_events`` actors process events concurrently; their frames
+  meet in one :class:`ModelBatcher`, which runs one model call per batch of up
+  to ``batch_max_events`` videos or ``batch_window_ms`` milliseconds.
+* Decoding and inference run in thread pools, never on the event loop, so
+  heartbeats and the web endpoints stay responsive.
+* An event is acknowledged only after its outcome was delivered to Kafka.  A
+  killed worker leaves its in-flight events unacknowledged: the next worker
+  processes them again, so a ``video_id`` can get a verdict twice (verdicts are
+  keyed by ``video_id``: consumers keep the last) but never zero times.
+* Moderator labels (``moderator-labels``) are joined with verdicts by
+  ``video_id`` in Faust tables co-partitioned with the uploads topic, and
+  counted into the accuracy metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from detectors.errors import MotionGuardError
+from detectors.pipeline import Detector, ScanResult
+from detectors.types import FloatArray, SampledFrames
+from streamer.metrics import WorkerMetrics, label_outcome
+from streamer.schemas import (
+    SCHEMA_VERSION,
+    EventError,
+    ModeratorLabel,
+    UploadEvent,
+    dead_letter_record,
+    format_time,
+    guess_video_id,
+    utc_now,
+)
+from streamer.settings import WorkerSettings
+from streamer.sources import SourcePolicy, fetch_with_retries
+
+logger = logging.getLogger(__name__)
+
+SEND_RETRY_MAX_SECONDS = 30.0
+
+
+@dataclass
+class _Pending:
+    frames: SampledFrames
+    future: asyncio.Future[FloatArray]
+
+
+@dataclass
+class ModelBatcher:
+    """Gathers frames from concurrent events into shared model calls."""
+
+    embed_many: Callable[[list[SampledFrames]], list[FloatArray]]
+    executor: ThreadPoolExecutor
+    metrics: WorkerMetrics
+    max_videos: int
+    window_seconds: float
+    _queue: list[_Pending] = field(default_factory=list)
+    _wakeup: asyncio.Event | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def embed(self, frames: SampledFrames) -> FloatArray:
+        loop = asyncio.get_running_loop()
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="model-batcher")
+        future: asyncio.Future[FloatArray] = loop.create_future()
+        self._queue.append(_Pending(frames, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._queue:
+                continue
+            deadline = loop.time() + self.window_seconds
+            while len(self._queue) < self.max_videos and loop.time() < deadline:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, deadline - loop.time()))
+                    self._wakeup.clear()
+                except TimeoutError:
+                    break
+            batch, self._queue = self._queue[: self.max_videos], self._queue[self.max_videos :]
+            if self._queue:
+                self._wakeup.set()
+            live = [item for item in batch if not item.future.cancelled()]
+            if not live:
+                continue
+            frames = [item.frames for item in live]
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, self.embed_many, frames)
+            except Exception as e:  # a model failure is every waiting event's failure
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            elapsed = time.perf_counter() - started
+            total_frames = sum(len(f) for f in frames)
+            self.metrics.batch_videos.observe(len(live))
+            self.metrics.batch_frames.observe(total_frames)
+            self.metrics.frames_embedded.inc(total_frames)
+            for item, embeddings in zip(live, results, strict=True):
+                self.metrics.stage_seconds.labels(stage="embed").observe(
+                    elapsed * len(item.frames) / max(total_frames, 1)
+                )
+                if not item.future.done():
+                    item.future.set_result(embeddings)
+
+
+@dataclass
+class _Prepared:
+    upload: UploadEvent
+    frames: SampledFrames
+    fetch_seconds: float
+    decode_seconds: float
+
+
+class MotionGuardWorker:
+    """Owns the Faust app, the detector, the thread pools and the metrics."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        detector: Detector,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.registry = registry or CollectorRegistry()
+        self.metrics = WorkerMetrics(self.registry, settings.accuracy_window)
+        self.sources = SourcePolicy.create(
+            allowed_roots=settings.allowed_roots,
+            allowed_hosts=settings.allowed_hosts,
+            allow_private_addresses=settings.allow_private_addresses,
+            allowed_private_addresses=settings.allowed_private_addresses,
+            max_download_bytes=settings.max_download_bytes,
+            timeout_seconds=settings.download_timeout_seconds,
+            download_dir=settings.download_dir,
+        )
+        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.batcher = ModelBatcher(
+            embed_many=detector.embed_many,
+            executor=self.model_pool,
+            metrics=self.metrics,
+            max_videos=settings.batch_max_events,
+            window_seconds=settings.batch_window_ms / 1000.0,
+        )
+        self.assigned = False
+        model = detector.model
+        self.metrics.model_info.labels(
+            name=model.name, version=model.version, classifier=model.classifier, untrained=str(model.untrained).lower()
+        ).set(1)
+        self.app = self._create_app()
+
+    # -- Faust wiring ---------------------------------------------------------------
+
+    def _create_app(self) -> faust.App:
+        s = self.settings
+        credentials: Any = None
+        if s.security_protocol.startswith("SASL"):
+            ssl_context = None
+            if s.security_protocol == "SASL_SSL":
+                import ssl
+
+                ssl_context = ssl.create_default_context(cafile=s.ssl_cafile or None)
+            credentials = faust.SASLCredentials(
+                username=s.sasl_username,
+                password=s.sasl_password,
+                mechanism=s.sasl_mechanism,
+                ssl_context=ssl_context,
+            )
+        elif s.security_protocol == "SSL":
+            import ssl
+
+            credentials = ssl.create_default_context(cafile=s.ssl_cafile or None)
+        app = faust.App(
+            s.app_id,
+            broker=s.faust_broker,
+            broker_credentials=credentials,
+            store="memory://",
+            datadir=s.data_dir,
+            topic_partitions=s.topic_partitions,
+            topic_replication_factor=s.topic_replication_factor,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            web_host=s.web_host,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            producer_acks=-1,
+            broker_commit_every=1,
+            broker_commit_interval=1.0,
+            stream_wait_empty=True,
+            table_cleanup_interval=60.0,
+        )
+        topics = s.topics
+        uploads = app.topic(topics.uploads, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
+        labels = app.topic(topics.labels, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
+        self.verdicts_topic = app.topic(
+            topics.verdicts, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions
+        )
+        self.dead_letter_topic = app.topic(
+            topics.dead_letters, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions
+        )
+        # video_id -> verdict; video_id -> label waiting for its verdict; video_id -> label counted.
+        self.predictions = app.Table("predictions", default=None, partitions=s.topic_partitions)
+        self.waiting_labels = app.Table("waiting-labels", default=None, partitions=s.topic_partitions)
+        self.counted_labels = app.Table("counted-labels", default=None, partitions=s.topic_partitions)
+
+        async def score_uploads(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await self.handle_upload(event.key, event.value)
+
+        async def join_labels(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                self.handle_label(event.key, event.value)
+
+        app.agent(uploads, name="score-uploads", concurrency=s.batch_max_events)(score_uploads)
+        app.agent(labels, name="join-labels")(join_labels)
+        app.timer(5.0, name="consumer-lag")(self._update_lag)
+
+        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            self.assigned = True
+            self.metrics.ready.set(1)
+            logger.info("partitions assigned: %d", len(assigned))
+
+        app.on_partitions_assigned.connect(on_assigned)
+        self._add_pages(app)
+        return app
+
+    def _add_pages(self, app: faust.App) -> None:
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(web: Any, request: Any) -> Any:
+            return web.json({"status": "alive"})
+
+        async def ready(web: Any, request: Any) -> Any:
+            ok = self.assigned
+            return web.json(
+                {"ready": ok, "model": self.detector.model.version, "partitions_assigned": self.assigned},
+                status=200 if ok else 503,
+            )
+
+        app.page("/metrics")(metrics_page)
+        app.page("/healthz")(healthz)
+        app.page("/ready")(ready)
+
+    async def _update_lag(self) -> None:
+        consumer = self.app.consumer
+        uploads = self.settings.topic_uploads
+        for tp in consumer.assignment():
+            if tp.topic != uploads:
+                continue
+            position = await consumer.position(tp)
+            highwater = consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
+
+    # -- per-event processing ----------------------------------------------------------
+
+    def _prepare(self, upload: UploadEvent) -> _Prepared:
+        """Fetch and sample one video (runs in a decode thread)."""
+        started = time.perf_counter()
+        with fetch_with_retries(
+            upload.uri, self.sources, self.settings.fetch_retries, self.settings.retry_backoff_seconds
+        ) as path:
+            fetched = time.perf_counter()
+            frames = self.detector.sample(path)
+        return _Prepared(upload, frames, fetched - started, time.perf_counter() - fetched)
+
+    async def handle_upload(self, key: bytes | None, raw: bytes | None) -> None:
+        received = utc_now()
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            try:
+                upload = UploadEvent.parse(raw)
+            except EventError as e:
+                await self._fail(guess_video_id(raw, key), None, raw, e, received, started)
+                return
+            try:
+                loop = asyncio.get_running_loop()
+                prepared = await loop.run_in_executor(self.decode_pool, self._prepare, upload)
+            except MotionGuardError as e:
+                await self._fail(upload.video_id, upload, raw, e, received, started)
+                return
+            self.metrics.stage_seconds.labels(stage="fetch").observe(prepared.fetch_seconds)
+            self.metrics.stage_seconds.labels(stage="decode").observe(prepared.decode_seconds)
+            embed_started = time.perf_counter()
+            embeddings = await self.batcher.embed(prepared.frames)
+            embed_seconds = time.perf_counter() - embed_started
+            classify_started = time.perf_counter()
+            policy = self.detector.policy(upload.policy)
+            score = self.detector.decide(prepared.frames, embeddings, policy)
+            classify_seconds = time.perf_counter() - classify_started
+            self.metrics.stage_seconds.labels(stage="classify").observe(classify_seconds)
+            result = ScanResult(
+                source=upload.uri,
+                model=self.detector.model,
+                score=score,
+                policy=policy.name,
+                duration_seconds=prepared.frames.probe.duration_seconds,
+                timings_ms={
+                    "fetch": prepared.fetch_seconds * 1000,
+                    "sample": prepared.decode_seconds * 1000,
+                    "embed": embed_seconds * 1000,
+                    "classify": classify_seconds * 1000,
+                },
+            )
+            await self._deliver(upload.video_id, upload, result, received, started)
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _fail(
+        self,
+        video_id: str | None,
+        upload: UploadEvent | None,
+        raw: bytes | None,
+        error: MotionGuardError,
+        received: Any,
+        started: float,
+    ) -> None:
+        logger.info("video %s: %s (%s)", video_id or "?", error.message, error.code)
+        self.metrics.errors.labels(reason=error.code).inc()
+        result = ScanResult(
+            source=upload.uri if upload else "",
+            model=self.detector.model,
+            error=error,
+            policy=(upload.policy or "default") if upload else "default",
+        )
+        record = dead_letter_record(raw, error, video_id, self.settings.worker_name)
+        await self._send(self.dead_letter_topic, video_id, record)
+        self.metrics.dead_letters.labels(reason=error.code).inc()
+        await self._deliver(video_id, upload, result, received, started)
+
+    async def _deliver(
+        self,
+        video_id: str | None,
+        upload: UploadEvent | None,
+        result: ScanResult,
+        received: Any,
+        started: float,
+    ) -> None:
+        decided = utc_now()
+        verdict: dict[str, Any] = {"video_id": video_id, **result.to_dict()}
+        processing_seconds = time.perf_counter() - started
+        upload_to_verdict: float | None = None
+        if upload is not None and upload.uploaded_at is not None:
+            upload_to_verdict = max(0.0, (decided - upload.uploaded_at).total_seconds())
+        verdict.update(
+            model_version=self.detector.model.version,
+            uploaded_at=format_time(upload.uploaded_at) if upload and upload.uploaded_at else None,
+            received_at=format_time(received),
+            decided_at=format_time(decided),
+            processing_seconds=round(processing_seconds, 4),
+            upload_to_verdict_seconds=None if upload_to_verdict is None else round(upload_to_verdict, 4),
+            worker=self.settings.worker_name,
+            schema_version=SCHEMA_VERSION,
+        )
+        await self._send(self.verdicts_topic, video_id, json.dumps(verdict).encode())
+        self.metrics.videos_processed.labels(verdict=result.verdict).inc()
+        self.metrics.processing_seconds.observe(processing_seconds)
+        if upload_to_verdict is not None:
+            self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)
+        if video_id is not None:
+            self.predictions[video_id] = result.verdict
+            waiting = self.waiting_labels.get(video_id)
+            if waiting is not None:
+                self._count_label(video_id, result.verdict, waiting)
+                del self.waiting_labels[video_id]
+
+    async def _send(self, topic: Any, key: str | None, value: bytes) -> None:
+        """Send and wait for delivery, retrying while the broker is unavailable."""
+        delay = 0.5
+        while True:
+            try:
+                future = await topic.send(key=key.encode() if key else None, value=value)
+                await future
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # aiokafka raises several KafkaError types for an unavailable broker
+                self.metrics.retries.labels(stage="produce").inc()
+                logger.warning("cannot deliver to %s (%s); retrying in %.1f s", topic.get_topic_name(), e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
+
+    # -- moderator labels --------------------------------------------------------------
+
+    def handle_label(self, key: bytes | None, raw: bytes | None) -> None:
+        try:
+            label = ModeratorLabel.parse(raw)
+        except EventError as e:
+            logger.warning("ignoring malformed moderator label: %s", e.message)
+            self.metrics.errors.labels(reason="malformed_label").inc()
+            return
+        verdict = self.predictions.get(label.video_id)
+        if verdict is None:
+            self.waiting_labels[label.video_id] = label.label
+            return
+        self._count_label(label.video_id, verdict, label.label)
+
+    def _count_label(self, video_id: str, verdict: str, label: str) -> None:
+        counted = self.counted_labels.get(video_id)
+        if counted == label:
+            return  # the same label again (a redelivery or a repeated click)
+        self.counted_labels[video_id] = label
+        self.metrics.record_label_outcome(label_outcome(verdict, label))
+
+    def close(self) -> None:
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.model_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_worker(worker: MotionGuardWorker, log_level: str = "info") -> None:
+    """Run until SIGTERM/SIGINT; Faust stops the agents and commits acknowledged offsets."""
+    faust_worker = faust.Worker(worker.app, loglevel=log_level.upper(), override_logging=False)
+    try:
+        faust_worker.execute_from_commandline()
+    finally:
+        worker.close()

@@ -1,0 +1,58 @@
+"""Settings come from MOTIONGUARD_* variables, in one place, and typos are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer.settings import WorkerSettings, settings_from_env
+
+
+def test_environment_values_are_typed() -> None:
+    settings = settings_from_env(
+        {
+            "MOTIONGUARD_BROKER": "kafka://a:9092;kafka://b:9093",
+            "MOTIONGUARD_BATCH_MAX_EVENTS": "16",
+            "MOTIONGUARD_BATCH_WINDOW_MS": "25",
+            "MOTIONGUARD_ALLOW_PRIVATE_ADDRESSES": "true",
+            "MOTIONGUARD_ALLOWED_ROOTS": "/data/a, /data/b",
+            "MOTIONGUARD_DOWNLOAD_TIMEOUT_SECONDS": "2.5",
+            "PATH": "/usr/bin",
+        }
+    )
+    assert settings.bootstrap_servers == ["a:9092", "b:9093"]
+    assert settings.faust_broker == "kafka://a:9092;kafka://b:9093"
+    assert settings.batch_max_events == 16
+    assert settings.batch_window_ms == 25
+    assert settings.allow_private_addresses is True
+    assert settings.allowed_roots == ("/data/a", "/data/b")
+    assert settings.download_timeout_seconds == 2.5
+
+
+def test_a_misspelled_variable_is_an_error() -> None:
+    with pytest.raises(ValueError, match="MOTIONGUARD_BATCH_MAX_EVENTS"):
+        settings_from_env({"MOTIONGUARD_BATCH_MAX_EVENT": "3"})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MOTIONGUARD_BATCH_MAX_EVENTS": "many"},
+        {"MOTIONGUARD_ALLOW_PRIVATE_ADDRESSES": "perhaps"},
+        {"MOTIONGUARD_BATCH_MAX_EVENTS": "0"},
+        {"MOTIONGUARD_SECURITY_PROTOCOL": "SASL_TLS"},
+    ],
+)
+def test_bad_values_are_errors(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        settings_from_env(env)
+
+
+def test_secrets_are_blanked_in_the_public_view() -> None:
+    settings = WorkerSettings(sasl_password="hunter2")
+    assert settings.public_dict()["sasl_password"] == "***"
+    assert "hunter2" not in repr(settings.public_dict())
+
+
+def test_cli_overrides_only_replace_given_values() -> None:
+    settings = WorkerSettings(web_port=1).with_overrides(web_port=None, model="tiny-test")
+    assert settings.web_port == 1 and settings.model == "tiny-test"
