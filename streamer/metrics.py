@@ -133,6 +133,8 @@ class WorkerMetrics:
             self.videos_processed.labels(verdict=verdict)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+        for stage in ("fetch", "produce"):
+            self.retries.labels(stage=stage)
         for outcome in LABEL_OUTCOMES:
             self.label_outcomes.labels(outcome=outcome)
         self._recent: deque[bool] = deque(maxlen=accuracy_window)

@@ -24,7 +24,7 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -239,7 +239,11 @@ def open_source(uri: str, policy: SourcePolicy) -> Iterator[Path]:
 
 
 def fetch_with_retries(
-    uri: str, policy: SourcePolicy, retries: int, backoff_seconds: float
+    uri: str,
+    policy: SourcePolicy,
+    retries: int,
+    backoff_seconds: float,
+    on_retry: Callable[[SourceUnavailableError], None] | None = None,
 ) -> contextlib.AbstractContextManager[Path]:
     """Like :func:`open_source`, retrying transient failures with exponential back-off."""
     attempt = 0
@@ -252,6 +256,8 @@ def fetch_with_retries(
                 raise
             delay = backoff_seconds * (2**attempt)
             attempt += 1
+            if on_retry is not None:
+                on_retry(e)
             logger.info("transient failure fetching %s (%s); retry %d in %.2f s", uri, e.message, attempt, delay)
             time.sleep(delay)
             continue

@@ -286,7 +286,11 @@ class MotionGuardWorker:
         """Fetch and sample one video (runs in a decode thread)."""
         started = time.perf_counter()
         with fetch_with_retries(
-            upload.uri, self.sources, self.settings.fetch_retries, self.settings.retry_backoff_seconds
+            upload.uri,
+            self.sources,
+            self.settings.fetch_retries,
+            self.settings.retry_backoff_seconds,
+            on_retry=lambda _: self.metrics.retries.labels(stage="fetch").inc(),
         ) as path:
             fetched = time.perf_counter()
             frames = self.detector.sample(path)

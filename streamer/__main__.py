@@ -1,0 +1,5 @@
+"""``python -m streamer`` is the ``motionguard`` command."""
+
+from streamer.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""``motionguard kafka start|stop|status``: a real local Kafka broker for development.
+
+Mount with ``app.add_typer(kafka_app, name="kafka")``.  ``$KAFKA_HOME``, when
+set, names an unpacked Apache Kafka distribution to run instead of the jars
+downloaded with Maven into ``~/.cache/motionguard/kafka/<version>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from streamer.kafka_local import (
+    DEFAULT_KAFKA_VERSION,
+    LocalKafka,
+    LocalKafkaConfig,
+    LocalKafkaError,
+    default_data_dir,
+)
+
+kafka_app = typer.Typer(
+    help=(
+        "Run a real single-node Apache Kafka broker (KRaft mode) on 127.0.0.1 for "
+        "development, tests and the demo. Needs Java; the jars come from Maven Central "
+        "on first use, or from $KAFKA_HOME."
+    ),
+    no_args_is_help=True,
+)
+
+DataDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="Broker data, config, log and pid file.",
+        file_okay=False,
+        dir_okay=True,
+    ),
+]
+
+
+DEFAULT_DATA_DIR = default_data_dir()
+
+
+def _kafka_home_from_env() -> Path | None:
+    value = os.environ.get("KAFKA_HOME", "").strip()
+    return Path(value) if value else None
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    for key, value in status.items():
+        typer.echo(f"{key}: {json.dumps(value)}")
+
+
+@kafka_app.command()
+def start(
+    port: Annotated[int, typer.Option("--port", "-p", help="PLAINTEXT listener port.")] = 9092,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    controller_port: Annotated[
+        int | None, typer.Option("--controller-port", help="KRaft controller port [default: port+1 or free].")
+    ] = None,
+    version: Annotated[str, typer.Option("--kafka-version", help="Apache Kafka version to download.")] = (
+        DEFAULT_KAFKA_VERSION
+    ),
+    partitions: Annotated[int, typer.Option("--partitions", help="Default partitions of new topics.")] = 4,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the broker to be ready.")] = 60.0,
+) -> None:
+    """Start the broker in the background (a no-op when it already runs)."""
+    config = LocalKafkaConfig(
+        port=port,
+        controller_port=controller_port,
+        data_dir=data_dir,
+        kafka_version=version,
+        kafka_home=_kafka_home_from_env(),
+        num_partitions=partitions,
+    )
+    kafka = LocalKafka(config)
+    try:
+        kafka.start(wait_seconds=wait)
+    except LocalKafkaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"Kafka is ready on {kafka.bootstrap_servers}")
+    _print_status(kafka.status())
+
+
+@kafka_app.command()
+def stop(
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds before SIGTERM becomes SIGKILL.")
+    ] = 30.0,
+) -> None:
+    """Stop the broker that runs on DATA_DIR (SIGTERM, then SIGKILL)."""
+    kafka = LocalKafka(LocalKafkaConfig(data_dir=data_dir))
+    try:
+        stopped = kafka.stop(timeout_seconds=timeout)
+    except LocalKafkaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo("Kafka stopped" if stopped else f"Kafka was not running (data dir {kafka.data_dir})")
+
+
+@kafka_app.command()
+def status(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
+    """Show the broker's state; exit code 1 when it is not running."""
+    info = LocalKafka(LocalKafkaConfig(data_dir=data_dir)).status()
+    _print_status(info)
+    if not info["running"]:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m streamer.kafka_cli ...`
+    kafka_app()

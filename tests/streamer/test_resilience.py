@@ -1,0 +1,119 @@
+"""Nothing lost: a worker killed mid-stream, and a broker restarted mid-stream.
+
+Duplicates are allowed (at-least-once); a ``video_id`` without a verdict is not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from tests.videofactory import make_video
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("uploads")
+    make_video(root / "a.mp4", codec="h264", seconds=1.0, width=96, height=64, fps=10)
+    return root
+
+
+def test_killed_worker_loses_no_verdict(kafka_broker: Any, video_root: Path, tmp_path: Path) -> None:
+    topics = new_topics("kill")
+    topics.create(kafka_broker.bootstrap_servers)
+    ids = [f"kill-{i:03d}" for i in range(200)]
+    uri = (video_root / "a.mp4").as_uri()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
+    with (
+        WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w1") as first,
+        WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w2") as second,
+    ):
+        first.start()
+        started = time.monotonic()
+        send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in ids])
+        # Kill the worker with SIGKILL once it is part-way through.
+        deadline = time.monotonic() + 120
+        while len({r["video_id"] for r in reader.poll(timeout_ms=50)}) < 10 and time.monotonic() < deadline:
+            pass
+        first.kill()
+        before_kill = len({r["video_id"] for r in reader.poll()})
+        assert 0 < before_kill < len(ids), "the kill must land mid-stream"
+        second.start()
+        try:
+            records = reader.wait_for(set(ids), timeout_seconds=240)
+        finally:
+            second.terminate()
+            reader.close()
+    elapsed = time.monotonic() - started
+    per_id = Counter(r["video_id"] for r in records)
+    assert set(per_id) == set(ids)
+    errors = [r["error"] for r in records if r["verdict"] == "error"]
+    assert errors == [], errors[:3]
+    duplicates = sum(count - 1 for count in per_id.values())
+    workers = Counter(r["worker"] for r in records)
+    print(
+        f"kill test: {len(ids)} events, {len(per_id)} ids with verdicts, {len(records)} verdicts, "
+        f"{duplicates} duplicates, {before_kill} answered before SIGKILL, {elapsed:.1f} s, by worker {dict(workers)}"
+    )
+    assert set(workers) == {"w1", "w2"}, "the restarted worker must have taken over"
+
+
+def test_sigterm_drains_and_a_restart_resumes_from_committed_offsets(
+    kafka_broker: Any, video_root: Path, tmp_path: Path
+) -> None:
+    topics = new_topics("term")
+    topics.create(kafka_broker.bootstrap_servers)
+    uri = (video_root / "a.mp4").as_uri()
+    first_ids = [f"term-a-{i}" for i in range(10)]
+    send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in first_ids])
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
+    worker = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w1").start()
+    try:
+        reader.wait_for(set(first_ids), timeout_seconds=120)
+        assert worker.terminate() == 0, worker.log_tail()
+        second_ids = [f"term-b-{i}" for i in range(5)]
+        send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in second_ids])
+        restarted = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w2").start()
+        try:
+            records = reader.wait_for(set(second_ids), timeout_seconds=120)
+            time.sleep(3)
+            records = reader.poll()
+        finally:
+            restarted.terminate()
+    finally:
+        reader.close()
+    per_id = Counter(r["video_id"] for r in records)
+    # After a clean stop nothing already answered is answered again.
+    assert all(per_id[v] == 1 for v in first_ids), per_id
+
+
+def test_worker_recovers_from_a_broker_restart(kafka_broker: Any, video_root: Path, tmp_path: Path) -> None:
+    topics = new_topics("broker")
+    topics.create(kafka_broker.bootstrap_servers)
+    uri = (video_root / "a.mp4").as_uri()
+    worker = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w").start()
+    reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
+    try:
+        first = [f"broker-a-{i}" for i in range(10)]
+        send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in first])
+        reader.wait_for(set(first[:3]), timeout_seconds=120)
+        reader.close()
+        kafka_broker.stop()
+        time.sleep(3)
+        kafka_broker.start()
+        second = [f"broker-b-{i}" for i in range(10)]
+        send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in second])
+        reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
+        records = reader.wait_for(set(first) | set(second), timeout_seconds=240)
+        assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+    finally:
+        reader.close()
+        worker.terminate()
+    assert {r["video_id"] for r in records} >= set(first) | set(second)

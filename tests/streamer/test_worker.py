@@ -1,0 +1,261 @@
+"""The streaming worker end to end, against the real Apache Kafka the test session starts.
+
+One worker process serves most tests of this module (its own topics and
+consumer group); the kill-and-restart and broker-restart tests start their own.
+The model is a tiny random-initialised one: these tests are about the flow,
+not about accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detectors.bundle import save_bundle
+from detectors.embedding import ClipEmbedder, EmbedderSpec
+from detectors.prompts import fit_prompt_classifier
+from detectors.voting import Policy
+from streamer.metrics import metric_names
+from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from tests.videofactory import make_text_file, make_truncated_copy, make_video
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("uploads")
+    make_video(root / "a.mp4", codec="h264", seconds=1.0, width=96, height=64, fps=10)
+    make_video(root / "b.webm", codec="vp9", seconds=1.0, width=64, height=96, fps=10, source="mandelbrot")
+    make_video(root / "c.gif", codec="gif", seconds=1.0, width=64, height=64, fps=8, source="color=red")
+    make_text_file(root / "notes.mp4")
+    make_truncated_copy(root / "a.mp4", root / "truncated.mp4")
+    return root
+
+
+@pytest.fixture(scope="module")
+def label_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle whose policies make verdicts known in advance: everything flagged, or nothing."""
+    spec = EmbedderSpec.from_names("tiny-test", "none", device="cpu")
+    classifier = fit_prompt_classifier(ClipEmbedder(spec))
+    return save_bundle(
+        tmp_path_factory.mktemp("bundles") / "labels",
+        name="label-test",
+        embedder=spec,
+        classifier=classifier,
+        classifier_kind="prompt",
+        policies={
+            "default": Policy(),
+            "flag-all": Policy(name="flag-all", flag_threshold=0.0, review_threshold=0.0),
+            "pass-all": Policy(name="pass-all", flag_threshold=1.0, review_threshold=1.0, frame_threshold=1.0),
+        },
+        frames=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_broker: Any, video_root: Path, label_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    topics = new_topics("worker")
+    topics.create(kafka_broker.bootstrap_servers)
+    process = WorkerProcess(
+        bootstrap=kafka_broker.bootstrap_servers,
+        topics=topics,
+        allowed_root=video_root,
+        data_dir=tmp_path_factory.mktemp("worker"),
+        args=("--bundle", str(label_bundle)),
+        extra_env={"MOTIONGUARD_ALLOWED_PRIVATE_ADDRESSES": "127.0.0.1/32", "MOTIONGUARD_FETCH_RETRIES": "1"},
+    ).start()
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def verdicts(worker: WorkerProcess) -> Iterator[TopicReader]:
+    reader = TopicReader(worker.bootstrap, worker.topics.verdicts)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture(scope="module")
+def dead_letters(worker: WorkerProcess) -> Iterator[TopicReader]:
+    reader = TopicReader(worker.bootstrap, worker.topics.dead_letters)
+    yield reader
+    reader.close()
+
+
+def by_id(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        grouped.setdefault(record["video_id"], []).append(record)
+    return grouped
+
+
+def test_ready_and_alive(worker: WorkerProcess) -> None:
+    status, body = worker.get("/ready")
+    assert status == 200 and json.loads(body)["ready"] is True
+    assert worker.get("/healthz")[0] == 200
+
+
+def test_fifty_uploads_get_fifty_verdicts(worker: WorkerProcess, video_root: Path, verdicts: TopicReader) -> None:
+    files = ["a.mp4", "b.webm", "c.gif"]
+    events = {
+        f"fifty-{i:02d}": upload_event(
+            f"fifty-{i:02d}", (video_root / files[i % 3]).as_uri(), uploaded_at="2026-01-01T00:00:00Z"
+        )
+        for i in range(50)
+    }
+    started = time.monotonic()
+    send_all(worker.bootstrap, worker.topics.uploads, ((k, v) for k, v in events.items()))
+    records = by_id(verdicts.wait_for(set(events), timeout_seconds=180))
+    elapsed = time.monotonic() - started
+    ours = {k: v for k, v in records.items() if k in events}
+    assert len(ours) == 50
+    for video_id, got in ours.items():
+        verdict = got[-1]
+        assert verdict["verdict"] in ("ai_generated", "needs_review", "real"), verdict
+        assert verdict["error"] is None
+        assert verdict["frames_scored"] >= 1
+        assert 0.0 <= verdict["score"] <= 1.0
+        assert verdict["model_version"].startswith("label-test@")
+        assert verdict["uploaded_at"] == "2026-01-01T00:00:00.000Z"
+        assert verdict["upload_to_verdict_seconds"] > 0
+        assert verdict["decided_at"].endswith("Z")
+        assert video_id.startswith("fifty-")
+    print(f"50 events -> {len(ours)} verdicts in {elapsed:.1f} s")
+
+
+BAD_EVENTS: dict[str, tuple[bytes, str]] = {}
+
+
+def _bad_events(video_root: Path, secret: Path) -> dict[str, tuple[bytes, str]]:
+    """video_id (or key) -> (event value, expected error code)."""
+    closed_port = "http://127.0.0.1:9/video.mp4"
+    return {
+        "bad-json": (b"{this is not json", "malformed_event"),
+        "bad-missing-uri": (json.dumps({"video_id": "bad-missing-uri"}).encode(), "malformed_event"),
+        "bad-outside-root": (upload_event("bad-outside-root", secret.as_uri()), "forbidden_uri"),
+        "bad-traversal": (upload_event("bad-traversal", f"file://{video_root}/../secret.mp4"), "forbidden_uri"),
+        "bad-private": (upload_event("bad-private", "http://10.20.30.40/v.mp4"), "forbidden_uri"),
+        "bad-scheme": (upload_event("bad-scheme", "ftp://example.com/v.mp4"), "forbidden_uri"),
+        "bad-unreachable": (upload_event("bad-unreachable", closed_port), "source_unavailable"),
+        "bad-not-video": (upload_event("bad-not-video", (video_root / "notes.mp4").as_uri()), "not_a_video"),
+        "bad-truncated": (upload_event("bad-truncated", (video_root / "truncated.mp4").as_uri()), "corrupt_video"),
+        "bad-missing-file": (upload_event("bad-missing-file", (video_root / "gone.mp4").as_uri()), "not_found"),
+    }
+
+
+def test_bad_events_become_error_verdicts_and_dead_letters(
+    worker: WorkerProcess,
+    video_root: Path,
+    verdicts: TopicReader,
+    dead_letters: TopicReader,
+    tmp_path: Path,
+) -> None:
+    secret = video_root.parent / "secret.mp4"
+    secret.write_bytes((video_root / "a.mp4").read_bytes())
+    bad = _bad_events(video_root, secret)
+    good = {f"good-{i}": upload_event(f"good-{i}", (video_root / "a.mp4").as_uri()) for i in range(3)}
+    events = [(k, v) for k, (v, _) in bad.items()] + list(good.items())
+    send_all(worker.bootstrap, worker.topics.uploads, events)
+    records = by_id(verdicts.wait_for(set(bad) | set(good), timeout_seconds=120))
+    for video_id, (_, code) in bad.items():
+        verdict = records[video_id][-1]
+        assert verdict["verdict"] == "error", (video_id, verdict)
+        assert verdict["error"]["code"] == code, (video_id, verdict["error"])
+        assert verdict["error"]["message"]
+    for video_id in good:
+        assert records[video_id][-1]["verdict"] != "error"
+    letters = by_id(dead_letters.wait_for(set(bad), timeout_seconds=30))
+    for video_id, (value, code) in bad.items():
+        record = letters[video_id][-1]
+        assert record["reason"] == code
+        assert record["original"] == value.decode()
+    assert not set(good) & set(letters)
+    assert worker.process is not None and worker.process.poll() is None, "the worker must keep running"
+
+
+def test_moderator_labels_give_the_expected_confusion(
+    worker: WorkerProcess, video_root: Path, verdicts: TopicReader
+) -> None:
+    before = worker.metrics()
+    uri = (video_root / "a.mp4").as_uri()
+    flagged = [f"lab-flag-{i}" for i in range(4)]
+    passed = [f"lab-pass-{i}" for i in range(4)]
+    late = "lab-late"
+    # A label that arrives before its verdict must wait for it.
+    send_all(worker.bootstrap, worker.topics.labels, [(late, json.dumps({"video_id": late, "label": "ai_generated"}).encode())])
+    time.sleep(1.0)
+    uploads = [(v, upload_event(v, uri, policy="flag-all")) for v in [*flagged, late]]
+    uploads += [(v, upload_event(v, uri, policy="pass-all")) for v in passed]
+    send_all(worker.bootstrap, worker.topics.uploads, uploads)
+    records = by_id(verdicts.wait_for({*flagged, *passed, late}, timeout_seconds=120))
+    assert {records[v][-1]["verdict"] for v in [*flagged, late]} == {"ai_generated"}
+    assert {records[v][-1]["verdict"] for v in passed} == {"real"}
+
+    labels = {
+        flagged[0]: "ai_generated", flagged[1]: "ai_generated", flagged[2]: "ai_generated",  # 3 true positives
+        flagged[3]: "real",  # 1 false positive
+        passed[0]: "real", passed[1]: "real",  # 2 true negatives
+        passed[2]: "ai_generated", passed[3]: "ai_generated",  # 2 false negatives
+    }
+    events = [(v, json.dumps({"video_id": v, "label": label, "moderator": "t"}).encode()) for v, label in labels.items()]
+    events.append((flagged[0], json.dumps({"video_id": flagged[0], "label": "ai_generated"}).encode()))  # repeat
+    events.append(("lab-x", b"{not json"))  # malformed label: counted as an error, ignored
+    send_all(worker.bootstrap, worker.topics.labels, events)
+
+    def delta(name: str) -> float:
+        return worker.metrics().get(name, 0.0) - before.get(name, 0.0)
+
+    expected = {"true_positive": 4.0, "false_positive": 1.0, "true_negative": 2.0, "false_negative": 2.0}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = {o: delta(f'motionguard_label_outcomes_total{{outcome="{o}"}}') for o in expected}
+        if got == expected:
+            break
+        time.sleep(0.5)
+    assert got == expected
+    # The rolling accuracy covers every label this worker has counted: 6 right out of 9.
+    assert worker.metrics()["motionguard_rolling_accuracy_ratio"] == pytest.approx(6 / 9)
+    assert delta('motionguard_errors_total{reason="malformed_label"}') == 1.0
+
+
+def test_metrics_expose_everything_and_match_what_was_processed(
+    worker: WorkerProcess, verdicts: TopicReader
+) -> None:
+    time.sleep(6)  # the consumer-lag timer runs every 5 s
+    metrics = worker.metrics()
+    exported = {name.split("{")[0] for name in metrics}
+    assert metric_names() <= exported, sorted(metric_names() - exported)
+
+    seen = {}
+    for record in verdicts.poll():
+        seen[record["video_id"]] = record  # the worker's last verdict per video
+    processed = sum(v for k, v in metrics.items() if k.startswith("motionguard_videos_processed_total"))
+    assert processed >= len(seen)
+    counts = Counter(record["verdict"] for record in verdicts.records)
+    for verdict, count in counts.items():
+        assert metrics[f'motionguard_videos_processed_total{{verdict="{verdict}"}}'] == count
+    errors = Counter(r["error"]["code"] for r in verdicts.records if r["error"])
+    for code, count in errors.items():
+        assert metrics[f'motionguard_errors_total{{reason="{code}"}}'] == count
+        assert metrics[f'motionguard_dead_letters_total{{reason="{code}"}}'] == count
+    frames = sum(r["frames_scored"] for r in verdicts.records)
+    assert metrics["motionguard_frames_embedded_total"] == frames
+    assert metrics["motionguard_model_batch_frames_sum"] == frames
+    scored = sum(1 for r in verdicts.records if r["error"] is None)
+    assert metrics["motionguard_model_batch_videos_sum"] == scored
+    assert metrics["motionguard_events_in_flight"] == 0
+    assert metrics["motionguard_worker_ready"] == 1
+    assert metrics['motionguard_stage_duration_seconds_count{stage="decode"}'] == scored
+    info = [k for k in metrics if k.startswith("motionguard_model_info")]
+    assert len(info) == 1 and 'untrained="true"' in info[0] and 'version="label-test@' in info[0]
+    # "bad-unreachable" was retried once (MOTIONGUARD_FETCH_RETRIES=1) before it failed.
+    assert metrics['motionguard_retries_total{stage="fetch"}'] == 1
+    lag = [v for k, v in metrics.items() if k.startswith("motionguard_consumer_lag_messages")]
+    assert lag and all(v == 0 for v in lag)
