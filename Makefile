@@ -6,9 +6,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps deploy-tools demo test lint bench clean
 
 setup: system-deps $(STAMP)
+
+# helm, kubeconform, promtool/prometheus and offline schemas for the deployment checks
+deploy-tools: $(STAMP)
+	@bash scripts/install-deploy-tools.sh
 
 system-deps:
 	@bash scripts/setup-system.sh
@@ -22,7 +26,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	@bash scripts/demo.sh
 
-test: setup
+test: setup deploy-tools
 	$(PY) -m pytest
 
 lint: setup

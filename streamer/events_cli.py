@@ -38,29 +38,13 @@ def _settings(broker: str | None) -> WorkerSettings:
     return settings.with_overrides(broker=broker)
 
 
-def _client_options(settings: WorkerSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.security_protocol.startswith("SASL"):
-        options.update(
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password,
-        )
-    if settings.ssl_cafile:
-        options["ssl_cafile"] = settings.ssl_cafile
-    return options
-
-
 def _producer(settings: WorkerSettings) -> Any:
     from kafka import KafkaProducer
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaError
 
     try:
-        return KafkaProducer(acks="all", retries=5, linger_ms=5, **_client_options(settings))
-    except NoBrokersAvailable as e:
+        return KafkaProducer(acks="all", retries=5, linger_ms=5, **settings.kafka_python_options())
+    except KafkaError as e:
         stderr.print(f"[bold red]error:[/] no Kafka broker answers at {', '.join(settings.bootstrap_servers)}")
         raise typer.Exit(3) from e
 
@@ -124,6 +108,7 @@ def verdicts(
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many verdicts.")] = None,
     idle_seconds: Annotated[float, typer.Option(help="Without --follow, stop after this long without news.")] = 5.0,
     dead_letters: Annotated[bool, typer.Option("--dead-letters", help="Read the dead-letter topic instead.")] = False,
+    table: Annotated[bool, typer.Option("--table", help="One short readable line per verdict instead of JSON.")] = False,
 ) -> None:
     """Print verdicts (one JSON object per line) from the verdicts topic."""
     from kafka import KafkaConsumer
@@ -136,13 +121,14 @@ def verdicts(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(idle_seconds * 1000) if not follow else 1000,
-        **_client_options(settings),
+        **settings.kafka_python_options(),
     )
     seen = 0
     try:
         while True:
             for message in consumer:
-                sys.stdout.write(message.value.decode(errors="replace") + "\n")
+                text = message.value.decode(errors="replace")
+                sys.stdout.write((_table_line(text, dead_letters) if table else text) + "\n")
                 sys.stdout.flush()
                 seen += 1
                 if count is not None and seen >= count:
@@ -154,6 +140,22 @@ def verdicts(
         pass
     finally:
         consumer.close()
+
+
+def _table_line(text: str, dead_letter: bool) -> str:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if dead_letter:
+        return f"{record.get('video_id') or '?':<24} {record.get('reason', ''):<18} {record.get('message', '')}"
+    error = record.get("error") or {}
+    score = record.get("score")
+    detail = f"{error.get('code')}: {error.get('message')}" if error else ", ".join(record.get("warnings") or [])
+    return (
+        f"{record.get('video_id') or '?':<24} {record.get('verdict', ''):<13} "
+        f"{'' if score is None else format(score, '.3f'):>6} {record.get('frames_scored', 0):>4}  {detail}"
+    )
 
 
 def worker(

@@ -39,6 +39,8 @@ class WorkerSettings:
     topic_partitions: int = 4
     """Partitions of the topics the worker creates; also caps useful replicas."""
     topic_replication_factor: int = 1
+    create_topics: bool = True
+    """Create missing topics at start-up (needs the broker's CreateTopics permission)."""
     data_dir: str = "/tmp/motionguard-worker"
     """Faust's local state directory (tables are rebuilt from their changelogs)."""
 
@@ -123,6 +125,22 @@ class WorkerSettings:
     @property
     def faust_broker(self) -> str:
         return ";".join(f"kafka://{server}" for server in self.bootstrap_servers)
+
+    def kafka_python_options(self) -> dict[str, Any]:
+        """Connection options for kafka-python clients (the CLI tools, topic creation)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.ssl_cafile:
+            options["ssl_cafile"] = self.ssl_cafile
+        return options
 
     def roots(self) -> list[Path]:
         return [Path(root).resolve() for root in self.allowed_roots]

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -180,6 +181,7 @@ class MotionGuardWorker:
 
     def _create_app(self) -> faust.App:
         s = self.settings
+        Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         credentials: Any = None
         if s.security_protocol.startswith("SASL"):
             ssl_context = None
@@ -440,8 +442,50 @@ class MotionGuardWorker:
         self.model_pool.shutdown(wait=False, cancel_futures=True)
 
 
+def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> list[str]:
+    """Create the four topics where missing, before the consumer subscribes.
+
+    Faust ignores a source topic that does not exist when it joins the group
+    and would not consume it until a later rebalance, so the worker creates
+    them first.  Returns the names it created.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            admin = KafkaAdminClient(client_id=f"{settings.app_id}-admin", **settings.kafka_python_options())
+            break
+        except KafkaError as e:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("Kafka not reachable yet (%s); retrying", e)
+            time.sleep(1.0)
+    created = []
+    try:
+        existing = set(admin.list_topics())
+        for name in settings.topics.all():
+            if name in existing:
+                continue
+            try:
+                admin.create_topics(
+                    [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)]
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+    if created:
+        logger.info("created topics %s with %d partitions", created, settings.topic_partitions)
+    return created
+
+
 def run_worker(worker: MotionGuardWorker, log_level: str = "info") -> None:
     """Run until SIGTERM/SIGINT; Faust stops the agents and commits acknowledged offsets."""
+    if worker.settings.create_topics:
+        ensure_topics(worker.settings)
     faust_worker = faust.Worker(worker.app, loglevel=log_level.upper(), override_logging=False)
     try:
         faust_worker.execute_from_commandline()

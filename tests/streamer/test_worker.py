@@ -61,8 +61,7 @@ def label_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(kafka_broker: Any, video_root: Path, label_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    topics = new_topics("worker")
-    topics.create(kafka_broker.bootstrap_servers)
+    topics = new_topics("worker")  # not created here: the worker must create them itself
     process = WorkerProcess(
         bootstrap=kafka_broker.bootstrap_servers,
         topics=topics,
@@ -100,6 +99,18 @@ def test_ready_and_alive(worker: WorkerProcess) -> None:
     status, body = worker.get("/ready")
     assert status == 200 and json.loads(body)["ready"] is True
     assert worker.get("/healthz")[0] == 200
+
+
+def test_worker_creates_its_topics(worker: WorkerProcess) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=worker.bootstrap)
+    try:
+        names = [worker.topics.uploads, worker.topics.verdicts, worker.topics.dead_letters, worker.topics.labels]
+        described = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+    finally:
+        admin.close()
+    assert described == dict.fromkeys(names, 4)
 
 
 def test_fifty_uploads_get_fifty_verdicts(worker: WorkerProcess, video_root: Path, verdicts: TopicReader) -> None:

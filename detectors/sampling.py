@@ -1,0 +1,880 @@
+"""Turn a local video file into a few model-sized RGB frames, with ffmpeg.
+
+1. :func:`probe_video` runs ``ffprobe`` and checks the file against the limits
+   in :class:`SamplingConfig` before anything is decoded.
+2. :class:`FfmpegSampler` decodes only the frames it needs.  A short video is
+   read in one pass that keeps the wanted frames (``select``); a long one is
+   opened once per timestamp in the same ffmpeg process (``-ss`` before each
+   ``-i``), so each input seeks and decodes at most one GOP: the cost does
+   not grow with the length of the video.  Every frame is rotated upright
+   (ffmpeg's autorotate), resized so its shortest side is the model's input
+   size (bicubic) and centre-cropped to a square - the geometry of
+   open_clip's default preprocessing - and written as raw RGB24 to a pipe.
+   A named ``showinfo`` filter per branch reports which branch produced a
+   frame and that frame's exact timestamp; the count is checked.
+
+Each ffmpeg/ffprobe runs with a timeout in its own process group, killed as
+a whole when it overruns.  Failures are mapped onto :mod:`detectors.errors`
+with messages written for a moderator; command lines are logged at DEBUG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import ffmpeg  # ffmpeg-python: only builds argv; we run it with a timeout
+import numpy as np
+import numpy.typing as npt
+
+from detectors.errors import (
+    CorruptVideoError,
+    DecodeTimeoutError,
+    EmptyFileError,
+    FfmpegNotFoundError,
+    MotionGuardError,
+    NotAVideoError,
+    NoVideoStreamError,
+    UnsupportedVideoError,
+    VideoError,
+    VideoNotFoundError,
+    VideoTooLargeError,
+)
+from detectors.types import SampledFrames, UInt8Array, VideoProbe
+
+__all__ = [
+    "DEFAULT_ALLOWED_FORMATS",
+    "FfmpegSampler",
+    "SamplingConfig",
+    "SeekMode",
+    "probe_video",
+]
+
+logger = logging.getLogger(__name__)
+
+SeekMode = Literal["accurate", "keyframe"]
+
+#: Demuxers (ffmpeg's names) that may open an uploaded file.  Restricting them
+#: keeps text files (the ``tty`` demuxer reads ``.txt`` as ANSI art), images and
+#: playlists (HLS/concat files that make ffmpeg open other files) out.
+DEFAULT_ALLOWED_FORMATS: tuple[str, ...] = (
+    "mov",  # also mp4, m4v, 3gp
+    "matroska",  # also webm
+    "avi",
+    "gif",
+    "apng",
+    "mpegts",
+    "mpeg",
+    "flv",
+    "asf",
+    "ogg",
+    "mxf",
+    "nut",
+    "ivf",
+    "yuv4mpegpipe",
+    "dv",
+)
+
+_SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
+_BRANCH_TAG = "mgframe"
+#: Demuxers that read still images or text (ANSI/binary text art): never a
+#: video, even when ``allowed_formats`` is ``None``.
+_NOT_VIDEO_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf", "image2", "image2pipe", "lavfi"})
+#: What demuxers print when a file ends before its index says it should.
+_TRUNCATION_MARKERS = ("partial file", "file ended prematurely")
+_MAX_PLAUSIBLE_FPS = 1000.0
+_GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How many frames to take, where, and the limits an input must respect.
+
+    ``frames`` timestamps are spread over the video (centres of equal bins).
+    With ``rate_fps`` set, one frame is taken every ``1 / rate_fps`` seconds
+    from the start instead; if that would exceed ``max_frames``, ``max_frames``
+    timestamps are spread over the whole video (the effective rate drops) so
+    long videos are still covered end to end.  ``max_frames`` bounds both
+    modes.
+
+    ``seek="accurate"`` returns the frame on screen at each timestamp
+    (decoding from the previous keyframe); ``"keyframe"`` returns the keyframe
+    at or before it, which is faster but may repeat frames (repeats are
+    dropped, so fewer frames may come back).
+
+    Videos of up to ``sequential_max_frames`` frames are decoded in a single
+    pass from the start (cheaper than seeking when keyframes are seconds
+    apart); longer ones with one seek per frame, whose cost does not grow with
+    the length.  ``0`` always seeks.  Each seek is a separate input of one
+    ffmpeg process, up to ``seeks_per_process`` per process: every input
+    keeps its own decoder (about 20 MiB at 720p, 70 MiB at 4K with two
+    threads) until the process ends, so this bounds memory; CPU time is the
+    same as with one process.  ``decoder_threads`` is per decoder.
+
+    ``timeout_seconds`` applies to each ffprobe/ffmpeg process separately; a
+    sample runs one ffprobe and usually one ffmpeg (rarely one more of each).
+    ``allowed_formats`` lists the ffmpeg demuxers a file may be opened with
+    (``None`` allows all of them - not advisable for untrusted uploads).
+    """
+
+    frames: int = 16
+    rate_fps: float | None = None
+    max_frames: int = 64
+    max_file_bytes: int = 4 * _GIB
+    max_duration_seconds: float = 4 * 3600.0
+    max_pixels: int = 8192 * 8192
+    timeout_seconds: float = 60.0
+    seek: SeekMode = "accurate"
+    ffmpeg_binary: str = "ffmpeg"
+    ffprobe_binary: str = "ffprobe"
+    decoder_threads: int = 2
+    sequential_max_frames: int = 600
+    seeks_per_process: int = 8
+    allowed_formats: tuple[str, ...] | None = DEFAULT_ALLOWED_FORMATS
+
+    def __post_init__(self) -> None:
+        positive = (
+            "frames", "max_frames", "max_file_bytes", "max_pixels", "decoder_threads", "seeks_per_process",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if (
+            isinstance(self.sequential_max_frames, bool)
+            or not isinstance(self.sequential_max_frames, int)
+            or self.sequential_max_frames < 0
+        ):
+            raise ValueError(
+                f"sequential_max_frames must be an integer >= 0, got {self.sequential_max_frames!r}"
+            )
+        if self.frames > self.max_frames:
+            raise ValueError(f"frames ({self.frames}) must not exceed max_frames ({self.max_frames})")
+        for name in ("max_duration_seconds", "timeout_seconds"):
+            _require_positive_number(name, getattr(self, name))
+        if self.rate_fps is not None:
+            _require_positive_number("rate_fps", self.rate_fps)
+        if self.seek not in ("accurate", "keyframe"):
+            raise ValueError(f"seek must be 'accurate' or 'keyframe', got {self.seek!r}")
+        for name in ("ffmpeg_binary", "ffprobe_binary"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if self.allowed_formats is not None:
+            if isinstance(self.allowed_formats, str) or not self.allowed_formats:
+                raise ValueError("allowed_formats must be a non-empty tuple of demuxer names or None")
+            for name in self.allowed_formats:
+                if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                    raise ValueError(f"invalid demuxer name in allowed_formats: {name!r}")
+
+
+def _require_positive_number(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+# --- running ffmpeg/ffprobe -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Completed:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def _run(argv: Sequence[str], *, timeout_seconds: float, tool: str) -> _Completed:
+    """Run ``argv`` in its own process group; kill the whole group on timeout."""
+    logger.debug("running %s", " ".join(argv))
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError as e:
+        raise FfmpegNotFoundError(
+            f"the {tool} program was not found ({argv[0]!r}); install ffmpeg or set "
+            f"SamplingConfig.{tool}_binary"
+        ) from e
+    except OSError as e:
+        raise FfmpegNotFoundError(f"the {tool} program {argv[0]!r} cannot be run: {e.strerror}") from e
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired as e:
+        _kill_process_group(proc)
+        raise DecodeTimeoutError(
+            f"{tool} did not finish within {timeout_seconds:g} s and was stopped "
+            "(the file may be malformed or too expensive to decode)"
+        ) from e
+    except BaseException:
+        _kill_process_group(proc)
+        raise
+    logger.debug("%s exited with %d after %.3f s", tool, proc.returncode, time.monotonic() - started)
+    return _Completed(proc.returncode, stdout, stderr.decode("utf-8", errors="replace"))
+
+
+def _kill_process_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def _file_url(path: str) -> str:
+    # The explicit protocol stops ffmpeg from reading "http:..." or "concat:..."
+    # in a file name as a protocol.
+    return "file:" + os.path.abspath(path)
+
+
+def _input_options(config: SamplingConfig) -> dict[str, str]:
+    options = {"protocol_whitelist": "file"}
+    if config.allowed_formats is not None:
+        options["format_whitelist"] = ",".join(config.allowed_formats)
+    return options
+
+
+_LOG_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+
+
+def _clean_line(line: str, url: str) -> str:
+    line = _LOG_PREFIX.sub("", line.strip())
+    line = line.replace(f"{url}: ", "").replace(url, "<file>")
+    return line[:200]
+
+
+def _find_line(stderr: str, needle: str, url: str) -> str | None:
+    for line in stderr.splitlines():
+        if needle in line.lower():
+            return _clean_line(line, url)
+    return None
+
+
+def _last_line(stderr: str, url: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return _clean_line(lines[-1], url) if lines else "no error message"
+
+
+# --- probing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ProbeResult:
+    probe: VideoProbe
+    url: str
+    stream_index: int
+    #: The video stream's start relative to the container's start, in seconds.
+    start_offset_seconds: float
+    #: The container's start time: the origin of every reported timestamp.
+    container_start_seconds: float
+
+
+def probe_video(path: str | os.PathLike[str], config: SamplingConfig | None = None) -> VideoProbe:
+    """Check a file against ``config``'s limits and describe its video stream.
+
+    ``width``/``height`` are the display size (after rotation);
+    ``rotation_degrees`` is the clockwise rotation a player applies to show
+    the picture upright (0, 90, 180 or 270), read from the display matrix or
+    the legacy ``rotate`` tag; ``duration_seconds`` is the video stream's
+    length; ``frame_count`` is ``None`` when the container does not record it.
+
+    Raises a :class:`~detectors.errors.VideoError` subclass for bad input,
+    :class:`~detectors.errors.FfmpegNotFoundError` when ffprobe is missing.
+    """
+    return _probe(path, config or SamplingConfig()).probe
+
+
+def _probe(path: str | os.PathLike[str], config: SamplingConfig) -> _ProbeResult:
+    fs_path = os.fspath(path)
+    try:
+        st = os.stat(fs_path)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise VideoNotFoundError(f"video file not found: {fs_path}") from e
+    except OSError as e:
+        raise VideoError(f"cannot access the video file: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise NotAVideoError(f"the path is {kind}, not a video file")
+    if st.st_size == 0:
+        raise EmptyFileError("the file is empty (0 bytes)")
+    if st.st_size > config.max_file_bytes:
+        raise VideoTooLargeError(
+            f"the file is {_format_bytes(st.st_size)}; the limit is {_format_bytes(config.max_file_bytes)}"
+        )
+
+    url = _file_url(fs_path)
+    argv = [
+        config.ffprobe_binary, "-hide_banner", "-v", "error",
+        *_flatten(_input_options(config)),
+        "-print_format", "json", "-show_format", "-show_streams", url,
+    ]  # fmt: skip
+    done = _run(argv, timeout_seconds=config.timeout_seconds, tool="ffprobe")
+    if done.returncode != 0:
+        raise _ffprobe_failure(done.stderr, url, fs_path)
+    try:
+        data = json.loads(done.stdout.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as e:
+        raise CorruptVideoError("ffprobe returned unreadable information about the file") from e
+    if not isinstance(data, dict):
+        raise CorruptVideoError("ffprobe returned unreadable information about the file")
+
+    fmt: dict[str, Any] = data.get("format") or {}
+    streams: list[dict[str, Any]] = [s for s in data.get("streams") or [] if isinstance(s, dict)]
+    format_name = str(fmt.get("format_name") or "")
+    if format_name in _NOT_VIDEO_FORMATS or format_name.endswith("_pipe"):
+        raise NotAVideoError(f"the file is not a video (ffmpeg detects {format_name!r})")
+
+    video = _pick_video_stream(streams)
+    codec = str(video.get("codec_name") or "")
+    if not codec:
+        raise UnsupportedVideoError("the video codec is not supported by this ffmpeg build")
+    stored_width, stored_height = _to_int(video.get("width")), _to_int(video.get("height"))
+    if stored_width is None or stored_height is None or stored_width <= 0 or stored_height <= 0:
+        raise UnsupportedVideoError(
+            f"the video has an invalid frame size ({video.get('width')}x{video.get('height')})"
+        )
+    if stored_width * stored_height > config.max_pixels:
+        raise UnsupportedVideoError(
+            f"the frame size {stored_width}x{stored_height} is too large "
+            f"(limit {config.max_pixels} pixels per frame)"
+        )
+    rotation = _rotation_clockwise(video)
+    width, height = (stored_height, stored_width) if rotation in (90, 270) else (stored_width, stored_height)
+    frame_rate = _frame_rate(video)
+    index = _to_int(video.get("index"))
+    if index is None:
+        raise CorruptVideoError("ffprobe returned unreadable information about the file")
+
+    declared_frames = _to_int(video.get("nb_frames"))
+    if declared_frames == 0:
+        raise NoVideoStreamError("the video stream contains no frames")
+    frame_count = declared_frames
+    duration = (
+        _positive_float(video.get("duration")) or _tag_duration(video) or _positive_float(fmt.get("duration"))
+    )
+    if duration is None:
+        # Nothing in the headers: count packets (demuxing only, no decoding).
+        packets = _count_packets(url, index, config)
+        if packets == 0:
+            raise NoVideoStreamError("the video stream contains no frames")
+        if frame_rate <= 0:
+            raise UnsupportedVideoError("cannot determine the video's duration or frame rate")
+        frame_count, duration = packets, packets / frame_rate
+    if duration > config.max_duration_seconds:
+        raise VideoTooLargeError(
+            f"the video is {_format_duration(duration)} long; the limit is "
+            f"{_format_duration(config.max_duration_seconds)}"
+        )
+    stream_start = _to_float(video.get("start_time"))
+    container_start = _to_float(fmt.get("start_time")) or 0.0
+    offset = max(0.0, stream_start - container_start) if stream_start is not None else 0.0
+
+    probe = VideoProbe(
+        path=fs_path,
+        container=format_name,
+        codec=codec,
+        width=width,
+        height=height,
+        rotation_degrees=rotation,
+        duration_seconds=duration,
+        frame_rate=frame_rate,
+        frame_count=frame_count,
+        size_bytes=st.st_size,
+    )
+    logger.debug("probed %s: %s", fs_path, probe)
+    return _ProbeResult(
+        probe=probe,
+        url=url,
+        stream_index=index,
+        start_offset_seconds=offset,
+        container_start_seconds=container_start,
+    )
+
+
+#: Box types an MP4/MOV file starts with; a "moov atom not found" file that
+#: starts with none of them is something else with an .mp4/.mov name.
+_ISO_BMFF_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"})
+
+
+def _starts_like_iso_bmff(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return True  # cannot tell: keep ffprobe's verdict
+    return len(head) == 8 and head[4:8] in _ISO_BMFF_FIRST_BOXES
+
+
+def _ffprobe_failure(stderr: str, url: str, path: str) -> VideoError:
+    low = stderr.lower()
+    if "moov atom not found" in low and not _starts_like_iso_bmff(path):
+        return NotAVideoError(
+            "the file is not a video: it is named like an MP4/MOV but has no such structure "
+            "(ffprobe: moov atom not found)"
+        )
+    for needle in ("moov atom not found", "end of file", "truncat"):
+        if needle in low:
+            detail = _find_line(stderr, needle, url) or needle
+            return CorruptVideoError(f"the file is truncated or corrupt (ffprobe: {detail})")
+    if "format not on whitelist" in low:
+        match = re.search(r"\[([^\]@]+?) @[^\]]*\] Format not on whitelist", stderr)
+        name = match.group(1).strip() if match else "unknown"
+        return NotAVideoError(f"the file is not in a supported video format (ffmpeg detects {name!r})")
+    if "picture size" in low and "invalid" in low:
+        detail = _find_line(stderr, "picture size", url) or "invalid picture size"
+        return UnsupportedVideoError(f"the frame size is invalid or absurdly large (ffprobe: {detail})")
+    if "invalid data found when processing input" in low:
+        return NotAVideoError(
+            "the file is not a recognised video format (ffprobe: Invalid data found when processing input)"
+        )
+    if "permission denied" in low:
+        return VideoError("the video file cannot be read (permission denied)")
+    if "no such file" in low:
+        return VideoNotFoundError("video file not found")
+    return CorruptVideoError(f"the file could not be read as a video (ffprobe: {_last_line(stderr, url)})")
+
+
+def _pick_video_stream(streams: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    if videos:
+        defaults = [s for s in videos if (s.get("disposition") or {}).get("default")]
+        return (defaults or videos)[0]
+    kinds = sorted({str(s.get("codec_type")) for s in streams})
+    if not streams:
+        raise NoVideoStreamError("the file contains no streams at all")
+    if "audio" in kinds:
+        raise NoVideoStreamError("the file has no video stream (audio only)")
+    raise NoVideoStreamError(f"the file has no video stream (only {', '.join(kinds)})")
+
+
+def _count_packets(url: str, stream_index: int, config: SamplingConfig) -> int:
+    argv = [
+        config.ffprobe_binary, "-hide_banner", "-v", "error",
+        *_flatten(_input_options(config)),
+        "-count_packets", "-select_streams", str(stream_index),
+        "-show_entries", "stream=nb_read_packets", "-print_format", "json", url,
+    ]  # fmt: skip
+    done = _run(argv, timeout_seconds=config.timeout_seconds, tool="ffprobe")
+    if done.returncode != 0:
+        raise _ffprobe_failure(done.stderr, url, url.removeprefix("file:"))
+    try:
+        streams = json.loads(done.stdout.decode("utf-8", errors="replace")).get("streams") or []
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise CorruptVideoError("ffprobe returned unreadable information about the file") from e
+    packets = _to_int(streams[0].get("nb_read_packets")) if streams else None
+    return packets or 0
+
+
+def _rotation_clockwise(stream: Mapping[str, Any]) -> int:
+    """Clockwise display rotation, normalised to 0/90/180/270."""
+    degrees: float | None = None
+    for side in stream.get("side_data_list") or []:
+        ccw = _to_float(side.get("rotation")) if isinstance(side, dict) else None
+        if ccw is not None:
+            degrees = -ccw  # the display matrix angle is counter-clockwise
+            break
+    if degrees is None:
+        degrees = _to_float((stream.get("tags") or {}).get("rotate"))  # legacy tag: clockwise
+    if degrees is None:
+        return 0
+    return round(degrees / 90.0) * 90 % 360
+
+
+def _frame_rate(stream: Mapping[str, Any]) -> float:
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        raw = stream.get(key)
+        try:
+            rate = float(Fraction(str(raw)))
+        except (ValueError, ZeroDivisionError):
+            continue
+        if 0 < rate <= _MAX_PLAUSIBLE_FPS:
+            return rate
+    return 0.0
+
+
+def _tag_duration(stream: Mapping[str, Any]) -> float | None:
+    """Matroska keeps the per-track length in a ``DURATION`` tag (HH:MM:SS.nnn)."""
+    tags = stream.get("tags") or {}
+    raw = next((v for k, v in tags.items() if str(k).upper() == "DURATION"), None)
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(raw or "").strip())
+    if not match:
+        return None
+    seconds = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return seconds if seconds > 0 else None
+
+
+def _to_float(value: object) -> float | None:
+    try:
+        result = float(str(value))
+    except ValueError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _positive_float(value: object) -> float | None:
+    result = _to_float(value)
+    return result if result is not None and result > 0 else None
+
+
+def _to_int(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _format_bytes(size: int) -> str:
+    for unit, scale in (("GiB", _GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s"
+
+
+def _flatten(options: Mapping[str, str]) -> list[str]:
+    return [part for key, value in options.items() for part in (f"-{key}", value)]
+
+
+# --- sampling ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """open_clip's default: shortest side to ``size`` (bicubic), centre crop."""
+
+    scaled_width: int
+    scaled_height: int
+    crop_x: int
+    crop_y: int
+    size: int
+
+    @classmethod
+    def for_display(cls, width: int, height: int, size: int) -> _Geometry:
+        # Same arithmetic as torchvision's Resize(int) and CenterCrop.
+        if width <= height:
+            scaled_width, scaled_height = size, int(size * height / width)
+        else:
+            scaled_width, scaled_height = int(size * width / height), size
+        crop_x = round((scaled_width - size) / 2.0)
+        crop_y = round((scaled_height - size) / 2.0)
+        return cls(scaled_width, scaled_height, crop_x, crop_y, size)
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.size * self.size * 3
+
+
+_DecodeMode = Literal["all", "sequential", "seek"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """``all``: every frame up to ``frame_limit``; ``sequential``: one pass from the
+    start keeping the first frame at or after each target; ``seek``: one seek
+    per target.  Targets are seconds from the container's start."""
+
+    mode: _DecodeMode
+    targets: tuple[float, ...]
+    frame_limit: int
+
+
+@dataclass(frozen=True)
+class _Frame:
+    seconds: float  # from the container's start
+    pixels: UInt8Array
+
+
+def _plan(info: _ProbeResult, config: SamplingConfig) -> _Plan:
+    probe = info.probe
+    duration = probe.duration_seconds
+    if config.rate_fps is not None and duration * config.rate_fps <= config.max_frames:
+        wanted = max(1, math.ceil(duration * config.rate_fps - 1e-9))
+        times = [k / config.rate_fps for k in range(wanted)]
+    else:
+        wanted = config.max_frames if config.rate_fps is not None else config.frames
+        times = [(k + 0.5) * duration / wanted for k in range(wanted)]
+
+    fps = probe.frame_rate
+    if fps <= 0 and probe.frame_count:
+        fps = probe.frame_count / duration
+    estimate = probe.frame_count or (round(duration * fps) if fps > 0 else None)
+    if estimate is not None and estimate <= wanted:
+        return _Plan(mode="all", targets=(), frame_limit=wanted)
+
+    targets: list[float] = []
+    for t in times:
+        if fps > 0 and estimate:
+            # Aim at the frame on screen at ``t``: a quarter frame before its start,
+            # so that "first frame at or after" lands on it despite rounding.
+            index = min(math.floor(t * fps + 1e-6), estimate - 1)
+            target = max(0.0, (index - 0.25) / fps)
+        else:
+            target = min(t, duration * 0.99)
+        target = round(info.start_offset_seconds + target, 6)
+        if target not in targets:
+            targets.append(target)
+    sequential = estimate is not None and estimate <= config.sequential_max_frames
+    return _Plan(mode="sequential" if sequential else "seek", targets=tuple(targets), frame_limit=wanted)
+
+
+class FfmpegSampler:
+    """:class:`~detectors.types.FrameSampler` backed by the ffmpeg CLI.
+
+    ``sample(path, image_size)`` returns ``(n, image_size, image_size, 3)``
+    ``uint8`` RGB frames, upright, resized and centre-cropped like open_clip's
+    default preprocessing, in temporal order, each frame at most once.
+
+    Where frames are taken: ``config.frames`` times at the centres of equal
+    bins over the video (or every ``1 / rate_fps`` s), and for each time the
+    frame on screen at that time (``seek="keyframe"``: the keyframe at or
+    before it).  ``timestamps_seconds[i]`` is the presentation time of frame
+    ``i`` as decoded, in seconds from the start of the file (the container's
+    start time subtracted) - the truth, not the time that was asked for.
+
+    Videos with no more frames than requested are decoded whole and every
+    frame is returned once, so ``n`` can be smaller than requested; it can
+    also be smaller when keyframe seeking lands on one keyframe twice.  Short
+    videos (up to ``config.sequential_max_frames`` frames) are decoded in one
+    pass, longer ones with one seek per time, so the cost is bounded by a GOP
+    per frame and does not grow with the video's length.
+    """
+
+    def __init__(self, config: SamplingConfig = SamplingConfig()) -> None:
+        self.config = config
+
+    def sample(self, path: str | os.PathLike[str], image_size: int) -> SampledFrames:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        info = _probe(path, self.config)
+        geometry = _Geometry.for_display(info.probe.width, info.probe.height, image_size)
+        plan = _plan(info, self.config)
+        started = time.monotonic()
+        if plan.mode == "all":
+            frames = self._decode_sequential(info, geometry, (), plan.frame_limit)
+            if not frames:
+                raise CorruptVideoError("no frame could be decoded from the video")
+        else:
+            frames = self._decode_targets(info, geometry, plan)
+        pixels, timestamps = _assemble(frames, geometry, info.container_start_seconds)
+        logger.debug(
+            "sampled %d frames (%s) from %s in %.3f s",
+            len(pixels), plan.mode, info.probe.path, time.monotonic() - started,
+        )  # fmt: skip
+        return SampledFrames(frames=pixels, timestamps_seconds=timestamps, probe=info.probe)
+
+    def _decode_targets(self, info: _ProbeResult, geometry: _Geometry, plan: _Plan) -> list[_Frame]:
+        targets = plan.targets
+        accurate = self.config.seek == "accurate"
+        if plan.mode == "sequential" and accurate:
+            frames = self._decode_sequential(info, geometry, targets, len(targets))
+            latest = max((f.seconds for f in frames), default=-math.inf)
+            base = info.container_start_seconds
+            missing = [t for t in targets if base + t > latest + 1e-6]
+        else:
+            found = self._decode_seeks(info, geometry, targets, accurate=accurate)
+            frames = list(found.values())
+            missing = [t for i, t in enumerate(targets) if i not in found]
+        if missing and accurate:
+            # Nothing at or after these times: the headers overstate the length, or
+            # the file is cut short.  The keyframe before is the best there is.
+            logger.debug("no frame at %s s; retrying with keyframe seeks", missing)
+            found = self._decode_seeks(info, geometry, missing, accurate=False)
+            frames += found.values()
+            missing = [t for i, t in enumerate(missing) if i not in found]
+        if missing:
+            where = missing[0] - info.start_offset_seconds
+            raise CorruptVideoError(
+                f"the file is truncated or corrupt: no frame could be decoded at "
+                f"{where:.2f} s of {info.probe.duration_seconds:.2f} s"
+            )
+        return frames
+
+    def _decode_seeks(
+        self, info: _ProbeResult, geometry: _Geometry, targets: Sequence[float], *, accurate: bool
+    ) -> dict[int, _Frame]:
+        """One input per target (each with its own ``-ss``), one frame from each,
+        at most ``seeks_per_process`` inputs per ffmpeg; frames by target index."""
+        found: dict[int, _Frame] = {}
+        step = self.config.seeks_per_process
+        for first in range(0, len(targets), step):
+            batch = self._decode_seek_batch(info, geometry, targets[first : first + step], accurate=accurate)
+            found.update({first + i: frame for i, frame in batch.items()})
+        return found
+
+    def _decode_seek_batch(
+        self, info: _ProbeResult, geometry: _Geometry, targets: Sequence[float], *, accurate: bool
+    ) -> dict[int, _Frame]:
+        branches = []
+        for i, target in enumerate(targets):
+            options = self._input_options(ss=f"{target:.6f}")
+            if not accurate:
+                options["noaccurate_seek"] = None
+            stream = ffmpeg.input(info.url, **options)[str(info.stream_index)]
+            branches.append(_to_model_input(stream.filter("trim", end_frame=1), geometry, i))
+        joined = ffmpeg.concat(*branches, v=1, a=0) if len(branches) > 1 else branches[0]
+        reports = self._run(joined, geometry, len(targets), info.url)
+        return {branch: frame for branch, frame in reports}
+
+    def _decode_sequential(
+        self, info: _ProbeResult, geometry: _Geometry, targets: Sequence[float], frame_limit: int
+    ) -> list[_Frame]:
+        """One pass from the start: every frame (no targets) or the first frame at
+        or after each target."""
+        stream = ffmpeg.input(info.url, **self._input_options())[str(info.stream_index)]
+        if targets:
+            base = info.container_start_seconds
+            terms = "+".join(
+                f"gte(t,{base + t:.6f})*(isnan(prev_t)+lt(prev_t,{base + t:.6f}))" for t in targets
+            )
+            stream = stream.filter("select", f"gt({terms},0)")
+        reports = self._run(_to_model_input(stream, geometry, 0), geometry, frame_limit, info.url)
+        return [frame for _, frame in reports]
+
+    def _input_options(self, **extra: Any) -> dict[str, Any]:
+        return {**_input_options(self.config), "threads": self.config.decoder_threads, **extra}
+
+    def _run(self, stream: Any, geometry: _Geometry, frame_limit: int, url: str) -> list[tuple[int, _Frame]]:
+        output = ffmpeg.output(
+            stream,
+            "pipe:1",
+            format="rawvideo",
+            pix_fmt="rgb24",
+            fps_mode="passthrough",  # never duplicate or drop frames (ffmpeg >= 5.1)
+            **{"frames:v": frame_limit},
+        )
+        cmd = [
+            self.config.ffmpeg_binary, "-hide_banner", "-nostdin", "-nostats",
+            "-loglevel", "info",  # showinfo reports at INFO
+            "-copyts",  # keep the file's own timestamps, reported by showinfo
+            "-filter_complex_threads", "1",
+        ]  # fmt: skip
+        argv: list[str] = output.compile(cmd=cmd)
+        done = _run(argv, timeout_seconds=self.config.timeout_seconds, tool="ffmpeg")
+        if done.returncode != 0:
+            raise _ffmpeg_failure(done.stderr, url)
+        low = done.stderr.lower()
+        for marker in _TRUNCATION_MARKERS:
+            if marker in low:
+                detail = _find_line(done.stderr, marker, url)
+                raise CorruptVideoError(f"the file is truncated or corrupt (ffmpeg: {detail})")
+        return _parse_output(done, geometry, frame_limit)
+
+
+def _to_model_input(stream: Any, geometry: _Geometry, branch: int) -> Any:
+    return (
+        stream.filter("scale", geometry.scaled_width, geometry.scaled_height, flags=_SCALE_FLAGS)
+        .filter("format", "rgb24")
+        .filter("crop", geometry.size, geometry.size, geometry.crop_x, geometry.crop_y)
+        .filter(f"showinfo@{_BRANCH_TAG}{branch}")
+    )
+
+
+_SHOWINFO_FRAME = re.compile(
+    rf"\[showinfo@{_BRANCH_TAG}(\d+) @ [^\]]+\] n:\s*(\d+) pts:\s*(-?\d+) pts_time:(\S+)"
+)
+_SHOWINFO_TIME_BASE = re.compile(
+    rf"\[showinfo@{_BRANCH_TAG}(\d+) @ [^\]]+\] config in time_base: (\d+)/(\d+)"
+)
+_INCOMPATIBLE_FFMPEG = (
+    "unrecognized option",
+    "option not found",
+    "no such filter",
+    "error splitting the argument list",
+)
+
+
+def _ffmpeg_failure(stderr: str, url: str) -> MotionGuardError:
+    low = stderr.lower()
+    for needle in _INCOMPATIBLE_FFMPEG:
+        if needle in low:
+            detail = _find_line(stderr, needle, url)
+            return FfmpegNotFoundError(f"the installed ffmpeg is not compatible (needs >= 5.1): {detail}")
+    errors = [
+        line
+        for line in stderr.splitlines()
+        if any(word in line.lower() for word in ("error", "invalid", "corrupt"))
+    ]
+    detail = _clean_line(errors[-1], url) if errors else _last_line(stderr, url)
+    return CorruptVideoError(f"the video could not be decoded (ffmpeg: {detail})")
+
+
+def _parse_output(done: _Completed, geometry: _Geometry, frame_limit: int) -> list[tuple[int, _Frame]]:
+    """Pair the raw frames on stdout with showinfo's reports on stderr."""
+    time_bases = {
+        int(m.group(1)): Fraction(int(m.group(2)), int(m.group(3)))
+        for m in _SHOWINFO_TIME_BASE.finditer(done.stderr)
+        if int(m.group(3)) != 0
+    }
+    reports: list[tuple[int, float]] = []
+    for m in _SHOWINFO_FRAME.finditer(done.stderr):
+        branch, pts = int(m.group(1)), int(m.group(3))
+        base = time_bases.get(branch)
+        reports.append((branch, float(pts * base) if base is not None else float(m.group(4))))
+    # concat emits whole branches in order, and a branch's frames in order, but
+    # the branches' log lines may interleave: sort by branch (stable).
+    reports.sort(key=lambda report: report[0])
+    count, remainder = divmod(len(done.stdout), geometry.frame_bytes)
+    if remainder:
+        raise CorruptVideoError("ffmpeg stopped in the middle of a frame")
+    if count == frame_limit < len(reports):
+        # Frames filtered while ffmpeg was stopping at -frames:v never reached stdout.
+        del reports[count:]
+    if count != len(reports):
+        raise FfmpegNotFoundError(
+            f"ffmpeg's output is not understood ({count} frames but {len(reports)} frame "
+            "reports); is it ffmpeg >= 5.1?"
+        )
+    pixels = np.frombuffer(done.stdout, dtype=np.uint8).reshape(count, geometry.size, geometry.size, 3)
+    return [(branch, _Frame(seconds, pixels[i])) for i, (branch, seconds) in enumerate(reports)]
+
+
+def _assemble(
+    frames: Sequence[_Frame], geometry: _Geometry, container_start_seconds: float
+) -> tuple[UInt8Array, npt.NDArray[np.float64]]:
+    """Temporal order; a frame reached from two targets is kept once."""
+    kept: list[_Frame] = []
+    for frame in sorted(frames, key=lambda f: f.seconds):
+        if not kept or frame.seconds - kept[-1].seconds > 1e-6:
+            kept.append(frame)
+    if not kept:
+        empty = np.zeros((0, geometry.size, geometry.size, 3), dtype=np.uint8)
+        return empty, np.zeros(0, dtype=np.float64)
+    pixels = np.stack([frame.pixels for frame in kept])
+    timestamps = np.array(
+        [max(0.0, frame.seconds - container_start_seconds) for frame in kept], dtype=np.float64
+    )
+    return pixels, timestamps

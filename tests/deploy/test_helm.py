@@ -1,0 +1,521 @@
+"""The Helm chart: lint, strict schema validation of every rendering, values schema, security."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamer.settings import PREFIX, WorkerSettings, settings_from_env
+from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, RULES, run_tool
+
+CI_DIR = CHART / "ci"
+CI_VALUES = sorted(CI_DIR.glob("*.yaml"))
+#: None = the chart's defaults.
+VALUES_FILES: list[Path | None] = [None, *CI_VALUES]
+LATEST_KUBERNETES = KUBERNETES_VERSIONS[-1]
+RELEASE = "mg"
+
+#: Worker settings the chart sets itself (from dedicated values); the rest go through `settings`.
+CHART_MANAGED_SETTINGS = {
+    "broker", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "app_id",
+    "topic_uploads", "topic_verdicts", "topic_dead_letters", "topic_labels", "topic_partitions",
+    "topic_replication_factor", "data_dir", "bundle", "device", "download_dir", "web_host", "web_port",
+    "worker_name",  # the pod name (HOSTNAME)
+}  # fmt: skip
+#: Values that are free-form Kubernetes objects, validated in the rendered manifests instead.
+FREE_FORM_VALUES = {"global", "affinity", "topologySpreadConstraints", "extraEnv.valueFrom"}
+
+
+def values_id(path: Path | None) -> str:
+    return "defaults" if path is None else path.name
+
+
+Render = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def render_text(helm: str) -> Callable[..., str]:
+    """``render_text(values_file, *set_args)`` -> the output of ``helm template`` (cached)."""
+    cache: dict[tuple[Any, ...], str] = {}
+
+    def _render(values: Path | None = None, *sets: str, kube_version: str = LATEST_KUBERNETES) -> str:
+        key = (values, sets, kube_version)
+        if key not in cache:
+            args = [helm, "template", RELEASE, str(CHART), "--namespace", "moderation"]
+            args += ["--kube-version", kube_version]
+            if values is not None:
+                args += ["--values", str(values)]
+            for item in sets:
+                args += ["--set", item]
+            cache[key] = run_tool(args).stdout
+        return cache[key]
+
+    return _render
+
+
+@pytest.fixture(scope="session")
+def render(render_text: Callable[..., str]) -> Render:
+    """``render(values_file, *set_args)`` -> the manifests of ``helm template``."""
+
+    def _render(
+        values: Path | None = None, *sets: str, kube_version: str = LATEST_KUBERNETES
+    ) -> list[dict[str, Any]]:
+        return [
+            doc for doc in yaml.safe_load_all(render_text(values, *sets, kube_version=kube_version)) if doc
+        ]
+
+    return _render
+
+
+def render_fails(helm: str, *args: str) -> str:
+    """Run ``helm template`` with ``args``, which must fail; returns its error output."""
+    command = [helm, "template", RELEASE, str(CHART), "--kube-version", LATEST_KUBERNETES, *args]
+    result = run_tool(command, check=False)
+    assert result.returncode != 0, f"{' '.join(command)} should have failed"
+    return result.stderr
+
+
+def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [m for m in manifests if m["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def kinds(manifests: list[dict[str, Any]]) -> set[str]:
+    return {m["kind"] for m in manifests}
+
+
+# --- lint and strict validation ---------------------------------------------------------------------
+
+
+def test_ci_values_files_cover_every_optional_feature() -> None:
+    assert {p.name for p in CI_VALUES} >= {
+        "gpu-values.yaml",
+        "servicemonitor-values.yaml",
+        "prometheusrule-values.yaml",
+        "keda-values.yaml",
+        "hpa-values.yaml",
+        "external-secret-values.yaml",
+    }
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
+def test_helm_lint(helm: str, values: Path | None) -> None:
+    args = [helm, "lint", "--strict", str(CHART), "--kube-version", LATEST_KUBERNETES]
+    if values is not None:
+        args += ["--values", str(values)]
+    run_tool(args)
+
+
+@pytest.mark.parametrize("kube_version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
+def test_rendered_manifests_are_valid(
+    render_text: Callable[..., str],
+    kubeconform: str,
+    schemas: Path,
+    tmp_path: Path,
+    values: Path | None,
+    kube_version: str,
+) -> None:
+    # The raw output, not re-serialised: kubeconform -strict also rejects duplicate keys.
+    rendered = render_text(values, kube_version=kube_version)
+    path = tmp_path / "rendered.yaml"
+    path.write_text(rendered)
+    kubernetes = "{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}"
+    kubernetes += "/{{ .ResourceKind }}{{ .KindSuffix }}"
+    crds = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}"
+    # -strict: no unknown fields, no duplicate keys. Without -ignore-missing-schemas a kind with no
+    # schema (e.g. a CRD we cannot get) is an error, never a silent skip.
+    args = [kubeconform, "-strict", "-summary", "-output", "json", "-kubernetes-version", kube_version]
+    args += ["-schema-location", f"{schemas}/kubernetes/{kubernetes}.json"]
+    args += ["-schema-location", f"{schemas}/crds/{crds}.json", str(path)]
+    result = run_tool(args, check=False)
+    report = json.loads(result.stdout)
+    problems = [r for r in report["resources"] if r["status"] != "statusValid"]
+    assert result.returncode == 0 and not problems, json.dumps(problems, indent=1) + result.stderr
+    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    summary = report["summary"]
+    assert summary["valid"] == len(documents) > 0 and summary["skipped"] == 0
+
+
+def test_each_optional_feature_renders_its_resources(render: Render) -> None:
+    assert kinds(render()) == {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"}
+    assert "ServiceMonitor" in kinds(render(CI_DIR / "servicemonitor-values.yaml"))
+    assert "PrometheusRule" in kinds(render(CI_DIR / "prometheusrule-values.yaml"))
+    assert "ScaledObject" in kinds(render(CI_DIR / "keda-values.yaml"))
+    assert "HorizontalPodAutoscaler" in kinds(render(CI_DIR / "hpa-values.yaml"))
+    assert {"ScaledObject", "TriggerAuthentication"} <= kinds(render(CI_DIR / "external-secret-values.yaml"))
+
+
+# --- the values schema and the template checks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("set_arg", "complaint"),
+    [
+        ("replicaCont=2", "replicaCont"),
+        ("serviceMonitor.enable=true", "enable"),
+        ("kafka.topics.upload=x", "upload"),
+        ("settings.batch_max_event=4", "batch_max_event"),
+        ("settings.broker=kafka://x:9092", "broker"),  # chart-managed: use kafka.bootstrapServers
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("replicaCount=two", "replicaCount"),
+        ("kafka.securityProtocol=SASL_SSL", "existingSecret"),
+        ("model.bundle.source=pvc", "claimName"),
+    ],
+)
+def test_values_schema_rejects_mistakes(helm: str, set_arg: str, complaint: str) -> None:
+    error = render_fails(helm, "--set", set_arg)
+    assert "schema" in error and complaint in error, error
+
+
+def test_lint_rejects_a_misspelled_value(helm: str) -> None:
+    result = run_tool([helm, "lint", str(CHART), "--set", "podDisruptionBudget.enabeld=false"], check=False)
+    assert result.returncode != 0 and "enabeld" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("replicaCount=5",),
+        ("autoscaling.hpa.enabled=true", "autoscaling.hpa.maxReplicas=5"),
+        ("autoscaling.keda.enabled=true", "autoscaling.keda.maxReplicaCount=9", "kafka.uploadsPartitions=8"),
+    ],
+)
+def test_replicas_above_the_partition_count_fail(helm: str, sets: tuple[str, ...]) -> None:
+    args = [part for item in sets for part in ("--set", item)]
+    error = render_fails(helm, *args)
+    assert "must not exceed kafka.uploadsPartitions" in error, error
+
+
+def test_replicas_equal_to_the_partition_count_render(render: Render) -> None:
+    hpa = only(
+        render(None, "autoscaling.hpa.enabled=true", "autoscaling.hpa.maxReplicas=4"),
+        "HorizontalPodAutoscaler",
+    )
+    assert hpa["spec"]["maxReplicas"] == 4
+
+
+def test_hpa_and_keda_are_exclusive(helm: str) -> None:
+    error = render_fails(
+        helm, "--set", "autoscaling.hpa.enabled=true", "--set", "autoscaling.keda.enabled=true"
+    )
+    assert "autoscaling" in error
+
+
+def walk_schema(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, node)]
+    for key, child in node.get("properties", {}).items():
+        found += walk_schema(child, f"{path}.{key}".lstrip("."))
+    items = node.get("items")
+    if isinstance(items, dict):
+        found += walk_schema(items, path)
+    return found
+
+
+def test_values_schema_is_closed_everywhere() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, node in walk_schema(schema):
+        if node.get("type") != "object" or path in FREE_FORM_VALUES:
+            continue
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, f"{path or '<root>'} accepts unknown keys"
+        else:  # a map: its values must at least be typed
+            assert isinstance(node.get("additionalProperties"), dict), (
+                f"{path} is an untyped free-form object"
+            )
+
+
+def test_settings_schema_matches_the_worker_settings() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    passthrough = set(schema["properties"]["settings"]["properties"])
+    worker = {f.name for f in fields(WorkerSettings)}
+    assert passthrough | CHART_MANAGED_SETTINGS == worker, (
+        "values.schema.json's settings and the chart-managed settings must together be exactly "
+        f"streamer/settings.py's fields: missing {sorted(worker - passthrough - CHART_MANAGED_SETTINGS)}, "
+        f"unknown {sorted((passthrough | CHART_MANAGED_SETTINGS) - worker)}"
+    )
+    assert not passthrough & CHART_MANAGED_SETTINGS
+
+
+# --- what the rendered worker gets -------------------------------------------------------------------------
+
+
+def pod_spec(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return only(manifests, "Deployment")["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
+def test_security_defaults(render: Render, values: Path | None) -> None:
+    manifests = render(values)
+    spec = pod_spec(manifests)
+    assert spec["automountServiceAccountToken"] is False
+    pod_security = spec["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] != 0
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["containers"] + spec.get("initContainers", []):
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, container["name"]
+        assert security["allowPrivilegeEscalation"] is False, container["name"]
+        assert security["runAsNonRoot"] is True, container["name"]
+        assert security["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert "add" not in security["capabilities"], container["name"]
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, container["name"]
+    (worker,) = spec["containers"]
+    tmp = [m for m in worker["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp and any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in spec["volumes"])
+    service_account = [m for m in manifests if m["kind"] == "ServiceAccount"]
+    assert all(sa["automountServiceAccountToken"] is False for sa in service_account)
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
+def test_worker_environment_is_accepted_by_the_worker(render: Render, values: Path | None) -> None:
+    """The ConfigMap plus the Secret-backed variables make valid WorkerSettings (no unknown names)."""
+    manifests = render(values)
+    (worker,) = pod_spec(manifests)["containers"]
+    env = dict(only(manifests, "ConfigMap")["data"])
+    for variable in worker["env"]:
+        if "valueFrom" in variable:
+            assert "secretKeyRef" in variable["valueFrom"], variable["name"]
+            env[variable["name"]] = "from-secret"
+        else:
+            env[variable["name"]] = variable["value"]
+    assert [ref["configMapRef"]["name"] for ref in worker["envFrom"]] == [
+        only(manifests, "ConfigMap")["metadata"]["name"]
+    ]
+    settings = settings_from_env(env)  # raises on an unknown MOTIONGUARD_* name or a bad value
+    assert settings.web_port == worker["ports"][0]["containerPort"]
+    assert settings.data_dir.startswith("/tmp/") and settings.download_dir.startswith("/tmp/")
+    assert settings.app_id == "motionguard"
+    assert worker["args"][-1] == "worker"
+
+
+def test_probes_and_service(render: Render) -> None:
+    manifests = render()
+    (worker,) = pod_spec(manifests)["containers"]
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/ready"
+    port = worker["ports"][0]
+    assert port == {"name": "http-metrics", "containerPort": 6066, "protocol": "TCP"}
+    service = only(manifests, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
+    assert service["spec"]["selector"] == only(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    pdb = only(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert "resources" in worker and worker["resources"]["requests"]
+
+
+def test_gpu_opt_in(render: Render) -> None:
+    assert "nvidia.com/gpu" not in json.dumps(render())
+    manifests = render(CI_DIR / "gpu-values.yaml")
+    spec = pod_spec(manifests)
+    (worker,) = spec["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert worker["resources"]["limits"]["memory"] == "16Gi"
+    assert worker["image"].endswith("-cuda")
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["runtimeClassName"] == "nvidia"
+    assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_DEVICE"] == "cuda"
+    assert only(render(), "ConfigMap")["data"]["MOTIONGUARD_DEVICE"] == "cpu"
+
+
+def test_kafka_credentials_come_from_the_existing_secret(render: Render) -> None:
+    manifests = render(CI_DIR / "external-secret-values.yaml")
+    spec = pod_spec(manifests)
+    (worker,) = spec["containers"]
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in worker["env"] if "valueFrom" in v}
+    assert refs == {
+        "MOTIONGUARD_SASL_USERNAME": {"name": "motionguard-kafka", "key": "username"},
+        "MOTIONGUARD_SASL_PASSWORD": {"name": "motionguard-kafka", "key": "password"},
+    }
+    data = only(manifests, "ConfigMap")["data"]
+    assert not any("SASL_USERNAME" in k or "SASL_PASSWORD" in k for k in data)
+    assert data["MOTIONGUARD_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert data["MOTIONGUARD_SSL_CAFILE"] == "/etc/motionguard/kafka-ca/ca.crt"
+    assert "Secret" not in kinds(manifests), "the chart must not create Kafka secrets"
+    ca = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
+    assert ca == [
+        {
+            "name": "kafka-ca",
+            "secret": {"secretName": "kafka-cluster-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        }
+    ]
+    bundle = [v for v in spec["volumes"] if v["name"] == "model-bundle"]
+    assert bundle[0]["persistentVolumeClaim"] == {"claimName": "motionguard-models", "readOnly": True}
+    auth = only(manifests, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert {(a["parameter"], a["name"], a["key"]) for a in auth} == {
+        ("username", "motionguard-kafka", "username"),
+        ("password", "motionguard-kafka", "password"),
+        ("ca", "kafka-cluster-ca", "ca.crt"),
+    }
+
+
+def test_model_bundle_from_an_init_container(render: Render) -> None:
+    manifests = render(
+        None,
+        "model.bundle.source=initContainer",
+        "model.bundle.initContainer.image.repository=registry.example/motionguard-bundle",
+        "model.bundle.initContainer.image.tag=2024-06",
+    )
+    spec = pod_spec(manifests)
+    (init,) = spec["initContainers"]
+    assert init["image"] == "registry.example/motionguard-bundle:2024-06"
+    assert init["command"] == ["cp", "-R", "/bundle/.", "/models/bundle/"]
+    (worker,) = spec["containers"]
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    assert mounts["model-bundle"] == {"name": "model-bundle", "mountPath": "/models/bundle", "readOnly": True}
+    assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_BUNDLE"] == "/models/bundle"
+
+
+@pytest.mark.parametrize("values", ["keda-values.yaml", "external-secret-values.yaml"])
+def test_keda_trigger_uses_known_kafka_scaler_parameters(render: Render, schemas: Path, values: str) -> None:
+    """The CRD takes any string metadata: check names and enums against KEDA's Kafka scaler."""
+    scaler = json.loads((schemas / "keda" / "kafka-scaler.json").read_text())
+    manifests = render(CI_DIR / values)
+    scaled = only(manifests, "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    for name, value in trigger["metadata"].items():
+        assert name in scaler and "triggerMetadata" in scaler[name]["from"], (
+            f"KEDA's kafka trigger has no {name}"
+        )
+        assert isinstance(value, str), name
+        if scaler[name]["enum"]:
+            assert value in scaler[name]["enum"], f"{name}={value!r} not in {scaler[name]['enum']}"
+    metadata = trigger["metadata"]
+    assert metadata["consumerGroup"] == "motionguard" and metadata["topic"] == "video-uploads"
+    assert metadata["offsetResetPolicy"] == "earliest"
+    assert scaled["spec"]["maxReplicaCount"] <= int(
+        only(manifests, "ConfigMap")["data"]["MOTIONGUARD_TOPIC_PARTITIONS"]
+    )
+    assert scaled["spec"]["scaleTargetRef"]["name"] == only(manifests, "Deployment")["metadata"]["name"]
+    assert "replicas" not in only(manifests, "Deployment")["spec"], "KEDA owns the replica count"
+    for auth in [m for m in manifests if m["kind"] == "TriggerAuthentication"]:
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert "authParams" in scaler[ref["parameter"]]["from"], ref["parameter"]
+
+
+def test_keda_sasl_mechanism_names(render: Render) -> None:
+    for mechanism, keda_name in {
+        "PLAIN": "plaintext",
+        "SCRAM-SHA-256": "scram_sha256",
+        "SCRAM-SHA-512": "scram_sha512",
+    }.items():
+        manifests = render(
+            CI_DIR / "keda-values.yaml",
+            "kafka.securityProtocol=SASL_PLAINTEXT",
+            "kafka.existingSecret=kafka-creds",
+            f"kafka.saslMechanism={mechanism}",
+        )
+        metadata = only(manifests, "ScaledObject")["spec"]["triggers"][0]["metadata"]
+        assert (metadata["sasl"], metadata["tls"]) == (keda_name, "disable")
+
+
+def test_servicemonitor_scrapes_the_metrics_port_as_job_motionguard(render: Render) -> None:
+    manifests = render(CI_DIR / "servicemonitor-values.yaml")
+    monitor = only(manifests, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == only(manifests, "Service")["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert {"action": "replace", "targetLabel": "job", "replacement": "motionguard"} in endpoint[
+        "relabelings"
+    ]
+    assert monitor["spec"]["selector"]["matchLabels"] == only(manifests, "Service")["spec"]["selector"]
+
+
+def test_prometheusrule_carries_the_deploy_rules(render: Render) -> None:
+    rule = only(render(CI_DIR / "prometheusrule-values.yaml"), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+@pytest.mark.parametrize("values", [None, CI_DIR / "servicemonitor-values.yaml"], ids=values_id)
+def test_notes_tell_how_to_reach_the_metrics(helm: str, tmp_path: Path, values: Path | None) -> None:
+    # `helm install --dry-run` needs a cluster; render NOTES.txt through a copy of the chart that
+    # wraps it in a ConfigMap instead.
+    chart = tmp_path / "motionguard"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_notes_check.tpl").write_text(
+        '{{- define "notes.check" -}}' + notes + "{{- end }}"
+    )
+    (chart / "templates" / "notes-check.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ include "notes.check" . | quote }}\n'
+    )
+    args = [
+        helm,
+        "template",
+        RELEASE,
+        str(chart),
+        "--kube-version",
+        LATEST_KUBERNETES,
+        "--show-only",
+        "templates/notes-check.yaml",
+    ]
+    if values is not None:
+        args += ["--values", str(values)]
+    rendered = yaml.safe_load(run_tool(args).stdout)["data"]["notes"]
+    assert "port-forward service/mg-motionguard 6066:6066" in rendered
+    assert "/metrics" in rendered and "/ready" in rendered
+    assert 'job="motionguard"' in rendered
+
+
+# --- documentation ------------------------------------------------------------------------------------------
+
+
+#: Values whose default is a Kubernetes object, documented as a whole.
+OBJECT_VALUES = {"nodeSelector", "resources", "updateStrategy"}
+
+
+def leaf_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and key not in OBJECT_VALUES:
+            paths += leaf_paths(value, path)
+        else:
+            paths.append(path)
+    return paths
+
+
+def test_every_value_is_documented() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    leaves = set(leaf_paths(values))
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    seen = set()
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9_]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([key for _, key in stack] + [match.group(2)])
+        stack.append((indent, match.group(2)))
+        if path in leaves:
+            seen.add(path)
+            assert lines[number - 1].lstrip().startswith("#"), (
+                f"values.yaml line {number + 1}: {path} has no comment"
+            )
+    assert seen == leaves
+    readme = (CHART / "README.md").read_text()
+    for path in sorted(leaves):
+        assert f"`{path}`" in readme, f"README.md's values table lacks {path}"
+
+
+def test_chart_uses_the_worker_prefix() -> None:
+    configmap = (CHART / "templates" / "configmap.yaml").read_text()
+    assert PREFIX == "MOTIONGUARD_" and configmap.count("MOTIONGUARD_") > 10
