@@ -232,7 +232,12 @@ class ClipEmbedder:
         if height != width:
             raise ModelUnavailableError(f"non-square model input {size} is not supported")
         self._image_size = int(height)
-        self.resize_mode = str(cfg.get("resize_mode", "shortest"))
+        self._resize_mode = str(cfg.get("resize_mode", "shortest"))
+        if self._resize_mode not in ("shortest", "squash"):
+            raise ModelUnavailableError(
+                f"model {architecture!r} preprocesses with resize_mode {self._resize_mode!r}; "
+                "MotionGuard's sampler supports 'shortest' and 'squash'"
+            )
         mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), dtype=torch.float32)
         std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD), dtype=torch.float32)
         # Fold 1/255, mean and std into one multiply-add: x * scale + shift.
@@ -255,6 +260,10 @@ class ClipEmbedder:
     @property
     def untrained(self) -> bool:
         return self.spec.untrained
+
+    @property
+    def resize_mode(self) -> str:
+        return self._resize_mode
 
     @property
     def embedding_dim(self) -> int:

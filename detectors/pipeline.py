@@ -126,7 +126,7 @@ class Detector:
     # -- stages -------------------------------------------------------------------
 
     def sample(self, path: str | os.PathLike[str]) -> SampledFrames:
-        return self.sampler.sample(path, self.embedder.image_size)
+        return self.sampler.sample(path, self.embedder.image_size, self.embedder.resize_mode)
 
     def embed_many(self, batch: Sequence[SampledFrames]) -> list[FloatArray]:
         """Embed the frames of several videos in shared model batches."""

@@ -583,7 +583,12 @@ class _Geometry:
     size: int
 
     @classmethod
-    def for_display(cls, width: int, height: int, size: int) -> _Geometry:
+    def for_display(cls, width: int, height: int, size: int, resize_mode: str = "shortest") -> _Geometry:
+        if resize_mode == "squash":
+            # open_clip's "squash": both sides to ``size``, aspect ratio not kept (SigLIP).
+            return cls(size, size, 0, 0, size)
+        if resize_mode != "shortest":
+            raise ValueError(f"resize_mode must be 'shortest' or 'squash', got {resize_mode!r}")
         # Same arithmetic as torchvision's Resize(int) and CenterCrop.
         if width <= height:
             scaled_width, scaled_height = size, int(size * height / width)
@@ -656,7 +661,9 @@ class FfmpegSampler:
 
     ``sample(path, image_size)`` returns ``(n, image_size, image_size, 3)``
     ``uint8`` RGB frames, upright, resized and centre-cropped like open_clip's
-    default preprocessing, in temporal order, each frame at most once.
+    default preprocessing (``resize_mode="shortest"``; ``"squash"`` resizes
+    both sides to ``image_size`` like SigLIP's), in temporal order, each frame
+    at most once.
 
     Where frames are taken: ``config.frames`` times at the centres of equal
     bins over the video (or every ``1 / rate_fps`` s), and for each time the
@@ -676,11 +683,15 @@ class FfmpegSampler:
     def __init__(self, config: SamplingConfig = SamplingConfig()) -> None:
         self.config = config
 
-    def sample(self, path: str | os.PathLike[str], image_size: int) -> SampledFrames:
+    def sample(
+        self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest"
+    ) -> SampledFrames:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"resize_mode must be 'shortest' or 'squash', got {resize_mode!r}")
         info = _probe(path, self.config)
-        geometry = _Geometry.for_display(info.probe.width, info.probe.height, image_size)
+        geometry = _Geometry.for_display(info.probe.width, info.probe.height, image_size, resize_mode)
         plan = _plan(info, self.config)
         started = time.monotonic()
         if plan.mode == "all":

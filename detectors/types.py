@@ -67,7 +67,9 @@ class SampledFrames:
 class FrameSampler(Protocol):
     """Turns a local video file into a handful of model-sized frames."""
 
-    def sample(self, path: str | os.PathLike[str], image_size: int) -> SampledFrames: ...
+    def sample(self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest") -> SampledFrames:
+        """``resize_mode`` is open_clip's: ``shortest`` (resize + centre crop) or ``squash``."""
+        ...
 
 
 @runtime_checkable
@@ -80,6 +82,11 @@ class Embedder(Protocol):
     @property
     def untrained(self) -> bool:
         """True when the weights are random: verdicts are then meaningless."""
+        ...
+
+    @property
+    def resize_mode(self) -> str:
+        """How the model's preprocessing fits a frame to a square: shortest or squash."""
         ...
 
     def describe(self) -> dict[str, object]:

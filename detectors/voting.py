@@ -46,8 +46,7 @@ class Policy:
                 raise ValueError(f"{field_name} must be within [0, 1], got {value}")
         if self.review_threshold > self.flag_threshold:
             raise ValueError(
-                f"review_threshold ({self.review_threshold}) must not exceed "
-                f"flag_threshold ({self.flag_threshold})"
+                f"review_threshold ({self.review_threshold}) must not exceed flag_threshold ({self.flag_threshold})"
             )
         if self.aggregation not in ("vote", "mean"):
             raise ValueError(f"aggregation must be 'vote' or 'mean', got {self.aggregation!r}")
@@ -139,9 +138,7 @@ def vote(
     if proba.ndim != 2 or proba.shape[0] == 0:
         raise ValueError(f"need at least one frame of probabilities, got shape {proba.shape}")
     if proba.shape[0] != len(timestamps_seconds):
-        raise ValueError(
-            f"{proba.shape[0]} frames of probabilities but {len(timestamps_seconds)} timestamps"
-        )
+        raise ValueError(f"{proba.shape[0]} frames of probabilities but {len(timestamps_seconds)} timestamps")
     p_ai = ai_probability(proba, classes)
     score = _aggregate(p_ai, policy)
     return VideoScore(
@@ -149,7 +146,7 @@ def vote(
         score=score,
         vote_fraction=float(np.mean(p_ai > policy.frame_threshold)),
         mean_probability=float(np.mean(p_ai)),
-        frames_scored=int(len(p_ai)),
+        frames_scored=len(p_ai),
         segments=_segments(p_ai, timestamps_seconds, policy),
         generator=_generators(proba, classes, policy.top_k_generators),
         frame_probabilities=tuple(float(p) for p in p_ai),

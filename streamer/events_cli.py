@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 stderr = Console(stderr=True)
 
 BrokerOption = Annotated[
-    str | None, typer.Option("--broker", help="Bootstrap servers (kafka://host:port); default MOTIONGUARD_BROKER.")
+    str | None,
+    typer.Option("--broker", help="Bootstrap servers (kafka://host:port); default MOTIONGUARD_BROKER."),
 ]
 
 
@@ -108,7 +109,9 @@ def verdicts(
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many verdicts.")] = None,
     idle_seconds: Annotated[float, typer.Option(help="Without --follow, stop after this long without news.")] = 5.0,
     dead_letters: Annotated[bool, typer.Option("--dead-letters", help="Read the dead-letter topic instead.")] = False,
-    table: Annotated[bool, typer.Option("--table", help="One short readable line per verdict instead of JSON.")] = False,
+    table: Annotated[
+        bool, typer.Option("--table", help="One short readable line per verdict instead of JSON.")
+    ] = False,
 ) -> None:
     """Print verdicts (one JSON object per line) from the verdicts topic."""
     from kafka import KafkaConsumer
@@ -166,7 +169,8 @@ def worker(
     weights: Annotated[Path | None, typer.Option(help="FT-CLIP .safetensors weights.")] = None,
     web_port: Annotated[int | None, typer.Option(help="Port for /metrics, /healthz and /ready.")] = None,
     allowed_root: Annotated[
-        list[Path] | None, typer.Option("--allowed-root", help="Directory file:// URIs may read (repeatable).")
+        list[Path] | None,
+        typer.Option("--allowed-root", help="Directory file:// URIs may read (repeatable)."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
 ) -> None:

@@ -90,9 +90,7 @@ def start(
 @kafka_app.command()
 def stop(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds before SIGTERM becomes SIGKILL.")
-    ] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before SIGTERM becomes SIGKILL.")] = 30.0,
 ) -> None:
     """Stop the broker that runs on DATA_DIR (SIGTERM, then SIGKILL)."""
     kafka = LocalKafka(LocalKafkaConfig(data_dir=data_dir))

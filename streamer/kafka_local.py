@@ -221,8 +221,9 @@ def _render_pom(kafka_version: str) -> str:
     logging_deps = _LOGGING_DEPS_4X if _maven_major(kafka_version) >= 4 else _LOGGING_DEPS_3X
     deps = [("org.apache.kafka", "kafka_2.13", kafka_version), *logging_deps]
     rendered = "\n".join(
-        "    <dependency><groupId>{}</groupId><artifactId>{}</artifactId>"
-        "<version>{}</version></dependency>".format(*dep)
+        "    <dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>".format(
+            *dep
+        )
         for dep in deps
     )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -547,8 +548,7 @@ class LocalKafka:
 
         if not _port_is_free(config.port):
             raise KafkaStartError(
-                f"Port {HOST}:{config.port} is already in use by another process; "
-                "choose another port (e.g. `--port`)."
+                f"Port {HOST}:{config.port} is already in use by another process; choose another port (e.g. `--port`)."
             )
         controller_port = self._pick_controller_port()
 

@@ -193,13 +193,8 @@ def guess_video_id(raw: bytes | str | None, key: bytes | None) -> str | None:
     return None
 
 
-def dead_letter_record(
-    raw: bytes | str | None, error: MotionGuardError, video_id: str | None, worker: str
-) -> bytes:
-    if isinstance(raw, bytes):
-        original = raw.decode("utf-8", errors="replace")
-    else:
-        original = raw or ""
+def dead_letter_record(raw: bytes | str | None, error: MotionGuardError, video_id: str | None, worker: str) -> bytes:
+    original = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw or ""
     return json.dumps(
         {
             "original": original,

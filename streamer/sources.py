@@ -202,9 +202,7 @@ def _download(uri: str, policy: SourcePolicy, target: Path) -> None:
                 while chunk := response.read(_CHUNK_BYTES):
                     received += len(chunk)
                     if received > policy.max_download_bytes:
-                        raise VideoTooLargeError(
-                            f"{current} sent more than the {policy.max_download_bytes}-byte limit"
-                        )
+                        raise VideoTooLargeError(f"{current} sent more than the {policy.max_download_bytes}-byte limit")
                     if time.monotonic() > deadline:
                         raise SourceUnavailableError(
                             f"download of {current} took longer than {policy.timeout_seconds} s"
@@ -226,7 +224,9 @@ def open_source(uri: str, policy: SourcePolicy) -> Iterator[Path]:
         yield resolve_local(uri, policy)
         return
     if scheme not in ("http", "https"):
-        raise ForbiddenSourceError(f"URI scheme {scheme or '(none)'!r} is not allowed; use file://, http:// or https://")
+        raise ForbiddenSourceError(
+            f"URI scheme {scheme or '(none)'!r} is not allowed; use file://, http:// or https://"
+        )
     policy.download_dir.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix="video-", dir=policy.download_dir)
     os.close(handle)

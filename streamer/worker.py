@@ -173,7 +173,10 @@ class MotionGuardWorker:
         self.assigned = False
         model = detector.model
         self.metrics.model_info.labels(
-            name=model.name, version=model.version, classifier=model.classifier, untrained=str(model.untrained).lower()
+            name=model.name,
+            version=model.version,
+            classifier=model.classifier,
+            untrained=str(model.untrained).lower(),
         ).set(1)
         self.app = self._create_app()
 
@@ -244,10 +247,10 @@ class MotionGuardWorker:
         app.agent(labels, name="join-labels")(join_labels)
         app.timer(5.0, name="consumer-lag")(self._update_lag)
 
-        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.assigned = True
             self.metrics.ready.set(1)
-            logger.info("partitions assigned: %d", len(assigned))
+            logger.info("partitions assigned: %d", len(args[0]) if args else 0)
 
         app.on_partitions_assigned.connect(on_assigned)
         self._add_pages(app)
@@ -469,9 +472,7 @@ def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> li
             if name in existing:
                 continue
             try:
-                admin.create_topics(
-                    [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)]
-                )
+                admin.create_topics([NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass

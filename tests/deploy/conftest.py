@@ -87,8 +87,7 @@ def deploycheck() -> str:
 def schemas() -> Path:
     """The offline JSON schemas; fails when install-deploy-tools.sh has not prepared them."""
     needed = [
-        SCHEMAS / "kubernetes" / f"v{v}-standalone-strict" / "deployment-apps-v1.json"
-        for v in KUBERNETES_VERSIONS
+        SCHEMAS / "kubernetes" / f"v{v}-standalone-strict" / "deployment-apps-v1.json" for v in KUBERNETES_VERSIONS
     ]
     needed += [
         SCHEMAS / "crds" / "monitoring.coreos.com" / "servicemonitor_v1.json",

@@ -35,9 +35,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         if not stripped.endswith("\\"):
             logical.append(current)
             current = ""
-    return [
-        (text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in logical
-    ]
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in logical]
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:
@@ -101,20 +99,14 @@ def test_image_environment_is_accepted_by_the_worker() -> None:
 
 
 def test_dockerignore_lets_only_the_package_sources_in() -> None:
-    lines = [
-        line
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line and not line.startswith("#")
-    ]
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert {"pyproject.toml", "detectors", "streamer"} <= allowed
     copied = [args for instruction, args in stages()["build"] if instruction == "COPY"]
     for args in copied:
         for source in args.split()[:-1]:
-            assert source.rstrip("*") in allowed or any(a.startswith(source.rstrip("*")) for a in allowed), (
-                source
-            )
+            assert source.rstrip("*") in allowed or any(a.startswith(source.rstrip("*")) for a in allowed), source
 
 
 def load_compose(deploycheck: str, **variables: str) -> dict[str, Any]:
@@ -139,18 +131,14 @@ def test_compose_file_is_valid_and_complete(deploycheck: str) -> None:
         for volume in service.get("volumes", []):
             if volume["type"] == "bind":
                 assert Path(volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
-    prometheus_mounts = {
-        v["target"]: v["source"] for v in services["prometheus"]["volumes"] if v["type"] == "bind"
-    }
+    prometheus_mounts = {v["target"]: v["source"] for v in services["prometheus"]["volumes"] if v["type"] == "bind"}
     assert prometheus_mounts["/etc/prometheus/rules.yml"] == str(REPO / "deploy" / "prometheus" / "rules.yml")
     grafana_mounts = {v["target"]: v["source"] for v in services["grafana"]["volumes"] if v["type"] == "bind"}
     assert str(REPO / "deploy" / "grafana" / "motionguard-dashboard.json") in grafana_mounts.values()
 
 
 @pytest.mark.parametrize("bundle_dir", [None, "/srv/motionguard/bundle"])
-def test_compose_worker_environment_is_accepted_by_the_worker(
-    deploycheck: str, bundle_dir: str | None
-) -> None:
+def test_compose_worker_environment_is_accepted_by_the_worker(deploycheck: str, bundle_dir: str | None) -> None:
     project = load_compose(deploycheck, **({"BUNDLE_DIR": bundle_dir} if bundle_dir else {}))
     worker = project["services"]["worker"]
     settings = settings_from_env(worker["environment"])

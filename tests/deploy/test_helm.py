@@ -65,12 +65,8 @@ def render_text(helm: str) -> Callable[..., str]:
 def render(render_text: Callable[..., str]) -> Render:
     """``render(values_file, *set_args)`` -> the manifests of ``helm template``."""
 
-    def _render(
-        values: Path | None = None, *sets: str, kube_version: str = LATEST_KUBERNETES
-    ) -> list[dict[str, Any]]:
-        return [
-            doc for doc in yaml.safe_load_all(render_text(values, *sets, kube_version=kube_version)) if doc
-        ]
+    def _render(values: Path | None = None, *sets: str, kube_version: str = LATEST_KUBERNETES) -> list[dict[str, Any]]:
+        return [doc for doc in yaml.safe_load_all(render_text(values, *sets, kube_version=kube_version)) if doc]
 
     return _render
 
@@ -205,9 +201,7 @@ def test_replicas_equal_to_the_partition_count_render(render: Render) -> None:
 
 
 def test_hpa_and_keda_are_exclusive(helm: str) -> None:
-    error = render_fails(
-        helm, "--set", "autoscaling.hpa.enabled=true", "--set", "autoscaling.keda.enabled=true"
-    )
+    error = render_fails(helm, "--set", "autoscaling.hpa.enabled=true", "--set", "autoscaling.keda.enabled=true")
     assert "autoscaling" in error
 
 
@@ -229,9 +223,7 @@ def test_values_schema_is_closed_everywhere() -> None:
         if "properties" in node:
             assert node.get("additionalProperties") is False, f"{path or '<root>'} accepts unknown keys"
         else:  # a map: its values must at least be typed
-            assert isinstance(node.get("additionalProperties"), dict), (
-                f"{path} is an untyped free-form object"
-            )
+            assert isinstance(node.get("additionalProperties"), dict), f"{path} is an untyped free-form object"
 
 
 def test_settings_schema_matches_the_worker_settings() -> None:
@@ -387,9 +379,7 @@ def test_keda_trigger_uses_known_kafka_scaler_parameters(render: Render, schemas
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "kafka"
     for name, value in trigger["metadata"].items():
-        assert name in scaler and "triggerMetadata" in scaler[name]["from"], (
-            f"KEDA's kafka trigger has no {name}"
-        )
+        assert name in scaler and "triggerMetadata" in scaler[name]["from"], f"KEDA's kafka trigger has no {name}"
         assert isinstance(value, str), name
         if scaler[name]["enum"]:
             assert value in scaler[name]["enum"], f"{name}={value!r} not in {scaler[name]['enum']}"
@@ -429,9 +419,7 @@ def test_servicemonitor_scrapes_the_metrics_port_as_job_motionguard(render: Rend
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == only(manifests, "Service")["spec"]["ports"][0]["name"]
     assert endpoint["path"] == "/metrics"
-    assert {"action": "replace", "targetLabel": "job", "replacement": "motionguard"} in endpoint[
-        "relabelings"
-    ]
+    assert {"action": "replace", "targetLabel": "job", "replacement": "motionguard"} in endpoint["relabelings"]
     assert monitor["spec"]["selector"]["matchLabels"] == only(manifests, "Service")["spec"]["selector"]
 
 
@@ -447,9 +435,7 @@ def test_notes_tell_how_to_reach_the_metrics(helm: str, tmp_path: Path, values: 
     chart = tmp_path / "motionguard"
     shutil.copytree(CHART, chart)
     notes = (chart / "templates" / "NOTES.txt").read_text()
-    (chart / "templates" / "_notes_check.tpl").write_text(
-        '{{- define "notes.check" -}}' + notes + "{{- end }}"
-    )
+    (chart / "templates" / "_notes_check.tpl").write_text('{{- define "notes.check" -}}' + notes + "{{- end }}")
     (chart / "templates" / "notes-check.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
         '  notes: {{ include "notes.check" . | quote }}\n'
@@ -507,9 +493,7 @@ def test_every_value_is_documented() -> None:
         stack.append((indent, match.group(2)))
         if path in leaves:
             seen.add(path)
-            assert lines[number - 1].lstrip().startswith("#"), (
-                f"values.yaml line {number + 1}: {path} has no comment"
-            )
+            assert lines[number - 1].lstrip().startswith("#"), f"values.yaml line {number + 1}: {path} has no comment"
     assert seen == leaves
     readme = (CHART / "README.md").read_text()
     for path in sorted(leaves):

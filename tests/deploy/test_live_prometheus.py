@@ -19,7 +19,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +72,10 @@ def worker(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         reader.wait_for({*good, "prom-bad", "prom-junk"}, timeout_seconds=120)
     finally:
         reader.close()
-    labels = [(v, json.dumps({"video_id": v, "label": "ai_generated" if i % 2 else "real"}).encode()) for i, v in enumerate(good)]
+    labels = [
+        (v, json.dumps({"video_id": v, "label": "ai_generated" if i % 2 else "real"}).encode())
+        for i, v in enumerate(good)
+    ]
     send_all(kafka_broker.bootstrap_servers, topics.labels, labels)
     time.sleep(2)
     yield process
@@ -89,9 +91,7 @@ def prometheus(worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) 
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
-        "scrape_configs": [
-            {"job_name": SCRAPE_JOB, "static_configs": [{"targets": [f"127.0.0.1:{worker.web_port}"]}]}
-        ],
+        "scrape_configs": [{"job_name": SCRAPE_JOB, "static_configs": [{"targets": [f"127.0.0.1:{worker.web_port}"]}]}],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()

@@ -27,9 +27,7 @@ def _imported_roots(path: Path) -> set[str]:
 def test_no_core_module_imports_a_streaming_library() -> None:
     modules = sorted(CORE.rglob("*.py"))
     assert len(modules) > 5
-    offenders = {
-        str(path.relative_to(CORE)): sorted(_imported_roots(path) & set(FORBIDDEN)) for path in modules
-    }
+    offenders = {str(path.relative_to(CORE)): sorted(_imported_roots(path) & set(FORBIDDEN)) for path in modules}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

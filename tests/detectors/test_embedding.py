@@ -100,9 +100,7 @@ def test_local_safetensors_weights_load_and_are_hashed(tiny: ClipEmbedder, tmp_p
     frame = np.full((1, tiny.image_size, tiny.image_size, 3), 128, dtype=np.uint8)
     assert not np.allclose(tuned.embed_frames(frame), tiny.embed_frames(frame))
     with pytest.raises(ModelUnavailableError, match="sha256"):
-        ClipEmbedder(
-            EmbedderSpec(model="tiny-test", pretrained=None, weights=str(weights), weights_sha256="0" * 64)
-        )
+        ClipEmbedder(EmbedderSpec(model="tiny-test", pretrained=None, weights=str(weights), weights_sha256="0" * 64))
 
 
 def test_pickle_checkpoints_are_never_loaded(tmp_path: Path) -> None:

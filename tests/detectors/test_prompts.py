@@ -31,7 +31,9 @@ class AxisEmbedder:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         self.calls += 1
-        rows = [[1.0, 0.1, 0.0] if ("real" in t or "camera" in t or "authentic" in t) else [0.1, 1.0, 0.0] for t in texts]
+        rows = [
+            [1.0, 0.1, 0.0] if ("real" in t or "camera" in t or "authentic" in t) else [0.1, 1.0, 0.0] for t in texts
+        ]
         return unit(np.asarray(rows, dtype=np.float32))
 
 

@@ -346,6 +346,19 @@ def test_resize_shortest_side_then_centre_crop(videos: VideoCache, sampler: Ffmp
         assert colour_of(frame[:, -8:]) == "green"
 
 
+def test_squash_keeps_the_whole_frame(videos: VideoCache, sampler: FfmpegSampler) -> None:
+    # SigLIP-style preprocessing: both sides to the model size, nothing cropped away.
+    path = videos.video(width=400, height=200, seconds=1, source=Bands(("red", "green", "green", "blue")))
+    result = sampler.sample(path, SIZE, resize_mode="squash")
+    quarter = SIZE // 4
+    for frame in result.frames:
+        assert colour_of(frame[:, 3 : quarter - 3]) == "red"
+        assert colour_of(frame[:, quarter + 3 : 3 * quarter - 3]) == "green"
+        assert colour_of(frame[:, 3 * quarter + 3 : -3]) == "blue"
+    with pytest.raises(ValueError, match="resize_mode"):
+        sampler.sample(path, SIZE, resize_mode="pad")
+
+
 def test_frames_follow_the_content_over_time(videos: VideoCache, mode: SamplingConfig) -> None:
     path = videos.video(seconds=4, fps=25, source=("color=red", "color=blue"))
     result = FfmpegSampler(replace(mode, frames=8)).sample(path, SIZE)

@@ -292,9 +292,7 @@ def test_failed_download_shows_maven_output(tmp_path: Path) -> None:
     config = LocalKafkaConfig(
         data_dir=tmp_path / "d", cache_dir=tmp_path / "cache", mvn=str(mvn), kafka_version="9.9.9"
     )
-    with pytest.raises(
-        KafkaProvisionError, match=r"(?s)Could not download Apache Kafka 9\.9\.9.*Could not resolve"
-    ):
+    with pytest.raises(KafkaProvisionError, match=r"(?s)Could not download Apache Kafka 9\.9\.9.*Could not resolve"):
         ensure_kafka_libs(config)
     assert not (tmp_path / "cache" / "libs").exists()
     assert not (tmp_path / "cache" / ".complete").exists()
@@ -315,8 +313,7 @@ def test_concurrent_first_use_downloads_once(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
-        for _ in range(3)
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)
     ]
     outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0]

@@ -22,13 +22,11 @@ PAYLOAD = b"\x00\x00\x00\x18ftypmp42" + b"v" * 5000
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     failures_left = 0
-    hits: list[str] = []
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
-        type(self).hits.append(self.path)
         if self.path == "/video.mp4":
             self._send(200, PAYLOAD)
         elif self.path == "/big.mp4":
@@ -71,6 +69,12 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
+def touch(uri: str, policy: SourcePolicy) -> None:
+    """Open a source and let it go (errors are what the caller looks for)."""
+    with open_source(uri, policy):
+        pass
+
+
 def local_policy(tmp_path: Path, **kwargs: object) -> SourcePolicy:
     defaults: dict[str, object] = {
         "allowed_private_addresses": ("127.0.0.1/32",),
@@ -107,8 +111,7 @@ def test_path_traversal_is_refused(roots: tuple[Path, Path]) -> None:
     allowed, _ = roots
     policy = SourcePolicy.create(allowed_roots=(str(allowed),))
     with pytest.raises(ForbiddenSourceError, match="outside the allowed roots"):
-        with open_source(f"file://{allowed}/../secret/key.pem", policy):
-            pass
+        touch(f"file://{allowed}/../secret/key.pem", policy)
 
 
 def test_symlink_escape_is_refused(roots: tuple[Path, Path]) -> None:
@@ -116,23 +119,20 @@ def test_symlink_escape_is_refused(roots: tuple[Path, Path]) -> None:
     (allowed / "innocent.mp4").symlink_to(secret / "key.pem")
     policy = SourcePolicy.create(allowed_roots=(str(allowed),))
     with pytest.raises(ForbiddenSourceError, match="outside the allowed roots"):
-        with open_source((allowed / "innocent.mp4").as_uri(), policy):
-            pass
+        touch((allowed / "innocent.mp4").as_uri(), policy)
 
 
 def test_file_uris_need_configured_roots(roots: tuple[Path, Path]) -> None:
     allowed, _ = roots
     with pytest.raises(ForbiddenSourceError, match="no allowed roots"):
-        with open_source((allowed / "ok.mp4").as_uri(), SourcePolicy.create()):
-            pass
+        touch((allowed / "ok.mp4").as_uri(), SourcePolicy.create())
 
 
 def test_missing_file_is_not_found(roots: tuple[Path, Path]) -> None:
     allowed, _ = roots
     policy = SourcePolicy.create(allowed_roots=(str(allowed),))
-    with pytest.raises(VideoNotFoundError):
-        with open_source((allowed / "gone.mp4").as_uri(), policy):
-            pass
+    with pytest.raises(VideoNotFoundError), open_source((allowed / "gone.mp4").as_uri(), policy):
+        pass
 
 
 def test_directories_and_remote_file_hosts_are_refused(roots: tuple[Path, Path]) -> None:
@@ -140,18 +140,15 @@ def test_directories_and_remote_file_hosts_are_refused(roots: tuple[Path, Path])
     (allowed / "sub").mkdir()
     policy = SourcePolicy.create(allowed_roots=(str(allowed),))
     with pytest.raises(ForbiddenSourceError, match="regular file"):
-        with open_source((allowed / "sub").as_uri(), policy):
-            pass
+        touch((allowed / "sub").as_uri(), policy)
     with pytest.raises(ForbiddenSourceError, match="names a host"):
-        with open_source("file://fileserver/share/a.mp4", policy):
-            pass
+        touch("file://fileserver/share/a.mp4", policy)
 
 
 @pytest.mark.parametrize("uri", ["ftp://example.com/a.mp4", "gopher://x/", "/plain/path.mp4", "data:,abc"])
 def test_other_schemes_are_refused(uri: str) -> None:
-    with pytest.raises(ForbiddenSourceError, match="scheme"):
-        with open_source(uri, SourcePolicy.create()):
-            pass
+    with pytest.raises(ForbiddenSourceError, match="scheme"), open_source(uri, SourcePolicy.create()):
+        pass
 
 
 # -- http(s):// ------------------------------------------------------------------------
@@ -167,8 +164,7 @@ def test_download_within_limits_is_deleted_afterwards(server: str, tmp_path: Pat
 def test_loopback_is_refused_by_default(server: str, tmp_path: Path) -> None:
     policy = local_policy(tmp_path, allowed_private_addresses=())
     with pytest.raises(ForbiddenSourceError, match="loopback"):
-        with open_source(f"{server}/video.mp4", policy):
-            pass
+        touch(f"{server}/video.mp4", policy)
 
 
 @pytest.mark.parametrize(
@@ -184,14 +180,12 @@ def test_loopback_is_refused_by_default(server: str, tmp_path: Path) -> None:
 )
 def test_private_and_link_local_addresses_are_refused(uri: str, tmp_path: Path) -> None:
     with pytest.raises(ForbiddenSourceError, match="private, loopback or link-local"):
-        with open_source(uri, local_policy(tmp_path, allowed_private_addresses=())):
-            pass
+        touch(uri, local_policy(tmp_path, allowed_private_addresses=()))
 
 
 def test_redirect_to_a_private_address_is_refused(server: str, tmp_path: Path) -> None:
-    with pytest.raises(ForbiddenSourceError, match="169.254.169.254"):
-        with open_source(f"{server}/redirect-to-metadata", local_policy(tmp_path)):
-            pass
+    with pytest.raises(ForbiddenSourceError, match=r"169\.254\.169\.254"):
+        touch(f"{server}/redirect-to-metadata", local_policy(tmp_path))
 
 
 def test_redirects_are_followed_and_checked(server: str, tmp_path: Path) -> None:
@@ -202,22 +196,19 @@ def test_redirects_are_followed_and_checked(server: str, tmp_path: Path) -> None
 @pytest.mark.parametrize("name", ["big.mp4", "big-no-length.mp4"])
 def test_oversize_download_is_refused_and_removed(server: str, tmp_path: Path, name: str) -> None:
     policy = local_policy(tmp_path)
-    with pytest.raises(VideoTooLargeError, match="limit"):
-        with open_source(f"{server}/{name}", policy):
-            pass
+    with pytest.raises(VideoTooLargeError, match="limit"), open_source(f"{server}/{name}", policy):
+        pass
     assert list((tmp_path / "downloads").iterdir()) == []
 
 
 def test_host_allow_list(server: str, tmp_path: Path) -> None:
     with pytest.raises(ForbiddenSourceError, match="allowed hosts"):
-        with open_source(f"{server}/video.mp4", local_policy(tmp_path, allowed_hosts=("cdn.example.com",))):
-            pass
+        touch(f"{server}/video.mp4", local_policy(tmp_path, allowed_hosts=("cdn.example.com",)))
 
 
 def test_not_found_is_permanent(server: str, tmp_path: Path) -> None:
-    with pytest.raises(VideoNotFoundError):
-        with open_source(f"{server}/missing.mp4", local_policy(tmp_path)):
-            pass
+    with pytest.raises(VideoNotFoundError), open_source(f"{server}/missing.mp4", local_policy(tmp_path)):
+        pass
 
 
 def test_transient_failures_are_retried_with_backoff(server: str, tmp_path: Path) -> None:
@@ -229,7 +220,9 @@ def test_transient_failures_are_retried_with_backoff(server: str, tmp_path: Path
 
 def test_retries_give_up_eventually(server: str, tmp_path: Path) -> None:
     _Handler.failures_left = 5
-    with pytest.raises(SourceUnavailableError, match="503"):
-        with fetch_with_retries(f"{server}/flaky.mp4", local_policy(tmp_path), retries=2, backoff_seconds=0.01):
-            pass
+    with (
+        pytest.raises(SourceUnavailableError, match="503"),
+        fetch_with_retries(f"{server}/flaky.mp4", local_policy(tmp_path), retries=2, backoff_seconds=0.01),
+    ):
+        pass
     assert _Handler.failures_left == 2

@@ -60,7 +60,9 @@ def label_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def worker(kafka_broker: Any, video_root: Path, label_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def worker(
+    kafka_broker: Any, video_root: Path, label_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     topics = new_topics("worker")  # not created here: the worker must create them itself
     process = WorkerProcess(
         bootstrap=kafka_broker.bootstrap_servers,
@@ -106,7 +108,12 @@ def test_worker_creates_its_topics(worker: WorkerProcess) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=worker.bootstrap)
     try:
-        names = [worker.topics.uploads, worker.topics.verdicts, worker.topics.dead_letters, worker.topics.labels]
+        names = [
+            worker.topics.uploads,
+            worker.topics.verdicts,
+            worker.topics.dead_letters,
+            worker.topics.labels,
+        ]
         described = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(names)}
     finally:
         admin.close()
@@ -151,13 +158,22 @@ def _bad_events(video_root: Path, secret: Path) -> dict[str, tuple[bytes, str]]:
         "bad-json": (b"{this is not json", "malformed_event"),
         "bad-missing-uri": (json.dumps({"video_id": "bad-missing-uri"}).encode(), "malformed_event"),
         "bad-outside-root": (upload_event("bad-outside-root", secret.as_uri()), "forbidden_uri"),
-        "bad-traversal": (upload_event("bad-traversal", f"file://{video_root}/../secret.mp4"), "forbidden_uri"),
+        "bad-traversal": (
+            upload_event("bad-traversal", f"file://{video_root}/../secret.mp4"),
+            "forbidden_uri",
+        ),
         "bad-private": (upload_event("bad-private", "http://10.20.30.40/v.mp4"), "forbidden_uri"),
         "bad-scheme": (upload_event("bad-scheme", "ftp://example.com/v.mp4"), "forbidden_uri"),
         "bad-unreachable": (upload_event("bad-unreachable", closed_port), "source_unavailable"),
         "bad-not-video": (upload_event("bad-not-video", (video_root / "notes.mp4").as_uri()), "not_a_video"),
-        "bad-truncated": (upload_event("bad-truncated", (video_root / "truncated.mp4").as_uri()), "corrupt_video"),
-        "bad-missing-file": (upload_event("bad-missing-file", (video_root / "gone.mp4").as_uri()), "not_found"),
+        "bad-truncated": (
+            upload_event("bad-truncated", (video_root / "truncated.mp4").as_uri()),
+            "corrupt_video",
+        ),
+        "bad-missing-file": (
+            upload_event("bad-missing-file", (video_root / "gone.mp4").as_uri()),
+            "not_found",
+        ),
     }
 
 
@@ -200,7 +216,11 @@ def test_moderator_labels_give_the_expected_confusion(
     passed = [f"lab-pass-{i}" for i in range(4)]
     late = "lab-late"
     # A label that arrives before its verdict must wait for it.
-    send_all(worker.bootstrap, worker.topics.labels, [(late, json.dumps({"video_id": late, "label": "ai_generated"}).encode())])
+    send_all(
+        worker.bootstrap,
+        worker.topics.labels,
+        [(late, json.dumps({"video_id": late, "label": "ai_generated"}).encode())],
+    )
     time.sleep(1.0)
     uploads = [(v, upload_event(v, uri, policy="flag-all")) for v in [*flagged, late]]
     uploads += [(v, upload_event(v, uri, policy="pass-all")) for v in passed]
@@ -210,12 +230,18 @@ def test_moderator_labels_give_the_expected_confusion(
     assert {records[v][-1]["verdict"] for v in passed} == {"real"}
 
     labels = {
-        flagged[0]: "ai_generated", flagged[1]: "ai_generated", flagged[2]: "ai_generated",  # 3 true positives
+        flagged[0]: "ai_generated",
+        flagged[1]: "ai_generated",
+        flagged[2]: "ai_generated",  # 3 true positives
         flagged[3]: "real",  # 1 false positive
-        passed[0]: "real", passed[1]: "real",  # 2 true negatives
-        passed[2]: "ai_generated", passed[3]: "ai_generated",  # 2 false negatives
+        passed[0]: "real",
+        passed[1]: "real",  # 2 true negatives
+        passed[2]: "ai_generated",
+        passed[3]: "ai_generated",  # 2 false negatives
     }
-    events = [(v, json.dumps({"video_id": v, "label": label, "moderator": "t"}).encode()) for v, label in labels.items()]
+    events = [
+        (v, json.dumps({"video_id": v, "label": label, "moderator": "t"}).encode()) for v, label in labels.items()
+    ]
     events.append((flagged[0], json.dumps({"video_id": flagged[0], "label": "ai_generated"}).encode()))  # repeat
     events.append(("lab-x", b"{not json"))  # malformed label: counted as an error, ignored
     send_all(worker.bootstrap, worker.topics.labels, events)
@@ -236,9 +262,7 @@ def test_moderator_labels_give_the_expected_confusion(
     assert delta('motionguard_errors_total{reason="malformed_label"}') == 1.0
 
 
-def test_metrics_expose_everything_and_match_what_was_processed(
-    worker: WorkerProcess, verdicts: TopicReader
-) -> None:
+def test_metrics_expose_everything_and_match_what_was_processed(worker: WorkerProcess, verdicts: TopicReader) -> None:
     time.sleep(6)  # the consumer-lag timer runs every 5 s
     metrics = worker.metrics()
     exported = {name.split("{")[0] for name in metrics}
