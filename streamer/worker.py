@@ -247,7 +247,7 @@ class MotionGuardWorker:
         app.agent(labels, name="join-labels")(join_labels)
         app.timer(5.0, name="consumer-lag")(self._update_lag)
 
-        async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.assigned = True
             self.metrics.ready.set(1)
             logger.info("partitions assigned: %d", len(args[0]) if args else 0)
