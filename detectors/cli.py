@@ -184,3 +184,13 @@ def scan(
 
 def main() -> None:
     app()
+
+
+def _register_training_commands() -> None:
+    """``embed``, ``train``, ``evaluate``, ``finetune`` and ``dataset`` (heavy imports stay inside them)."""
+    from detectors.training.cli import register
+
+    register(app)
+
+
+_register_training_commands()

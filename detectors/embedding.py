@@ -40,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 UNTRAINED_WARNING = "untrained model: verdicts are meaningless"
 
+#: Seed of the random initialisation of untrained (``pretrained=None``) models, so
+#: that every process building "ViT-B-32 with random weights" builds the same one
+#: (a bundle trained on such embeddings then still matches them in ``scan``).
+RANDOM_INIT_SEED = 0
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _PRESETS_FILE = _PACKAGE_DIR / "presets.json"
 _MODEL_CONFIG_DIR = _PACKAGE_DIR / "model_configs"
@@ -210,9 +215,12 @@ class ClipEmbedder:
             self.device,
         )
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                architecture, pretrained=spec.pretrained, device=self.device
-            )
+            with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left as it was
+                if spec.pretrained is None:
+                    torch.manual_seed(RANDOM_INIT_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    architecture, pretrained=spec.pretrained, device=self.device
+                )
         except Exception as e:  # open_clip/hub raise many types for an unreachable hub
             raise ModelUnavailableError(
                 f"could not load weights {architecture}/{spec.pretrained}: {e}. "

@@ -39,7 +39,6 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from detectors import __version__
 from detectors.embedding import ClipEmbedder, EmbedderSpec, sha256_file
@@ -98,23 +97,15 @@ class EmbeddingIdentity:
         )
 
 
-#: Seed of the random initialisation of untrained (``--pretrained none``) models.
-RANDOM_INIT_SEED = 0
-
-
 def build_embedder(spec: EmbedderSpec) -> ClipEmbedder:
-    """A :class:`~detectors.embedding.ClipEmbedder`; an untrained one is initialised from a fixed seed.
+    """A :class:`~detectors.embedding.ClipEmbedder`.
 
-    ``embed``, ``train`` and ``evaluate`` run in separate processes: without a
-    fixed seed each would build a *different* random model under the same cache
-    identity, and re-embedded variants would not match the cached vectors.
-    The global torch RNG is left as it was.
+    ``embed``, ``train``, ``evaluate`` and ``scan`` run in separate processes; an
+    untrained model is initialised from :data:`~detectors.embedding.RANDOM_INIT_SEED`
+    by the embedder itself, so they all build the same random model under the
+    same cache identity.
     """
-    if not spec.untrained:
-        return ClipEmbedder(spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        return ClipEmbedder(spec)
+    return ClipEmbedder(spec)
 
 
 def identity_for(embedder: Any, sampling: Any) -> EmbeddingIdentity:
@@ -126,6 +117,7 @@ def identity_for(embedder: Any, sampling: Any) -> EmbeddingIdentity:
             "pretrained": spec.pretrained,
             "weights_sha256": spec.weights_sha256,
             "image_size": int(embedder.image_size),
+            "resize_mode": str(embedder.resize_mode),
         },
         sampling={
             "frames": sampling.frames,
@@ -136,7 +128,7 @@ def identity_for(embedder: Any, sampling: Any) -> EmbeddingIdentity:
         spec={
             "model": spec.model,
             "pretrained": spec.pretrained,
-            "weights": spec.weights,
+            "weights": None if spec.weights is None else os.path.abspath(spec.weights),
             "weights_sha256": spec.weights_sha256,
         },
     )
@@ -469,11 +461,11 @@ def embed_dataset(
     items = list(dataset.items)
     records: list[VideoRecord | None] = [None] * len(items)
     counters = {"embedded": 0, "reused": 0, "failed": 0}
-    image_size = embedder.image_size
+    image_size, resize_mode = embedder.image_size, embedder.resize_mode
 
     def sample(path: str) -> SampledFrames | Exception:
         try:
-            return sampler.sample(path, image_size)
+            return sampler.sample(path, image_size, resize_mode=resize_mode)
         except (MotionGuardError, OSError) as e:
             return e
 

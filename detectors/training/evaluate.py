@@ -180,7 +180,7 @@ def embed_variant(
     """Re-encode, sample and embed ``records`` under ``transform``; return the set and the error count."""
     todo = [r for r in records if r.sha256 is not None and not cache.has(identity, r.sha256, transform.name)]
     errors = 0
-    image_size = embedder.image_size
+    image_size, resize_mode = embedder.image_size, embedder.resize_mode
 
     def work(record: VideoRecord) -> SampledFrames | MotionGuardError:
         with tempfile.TemporaryDirectory(prefix="mg-robust-") as scratch:
@@ -190,7 +190,7 @@ def embed_variant(
                     record.item.path, target, transform,
                     timeout_seconds=config.timeout_seconds, ffmpeg=config.ffmpeg_binary,
                 )  # fmt: skip
-                return sampler.sample(target, image_size)
+                return sampler.sample(target, image_size, resize_mode=resize_mode)
             except MotionGuardError as e:
                 return e
 

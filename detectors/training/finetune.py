@@ -160,13 +160,19 @@ def extract_frames(
     work_dir: Path,
     config: FinetuneConfig,
     progress: ProgressFn | None = None,
+    resize_mode: str = "shortest",
 ) -> FrameSet:
     """Sample every training video once into ``work_dir/frames.npy`` (reused when it matches)."""
     meta_path = work_dir / "frames.json"
     frames_path = work_dir / "frames.npy"
     fingerprint = hashlib.sha256(
         json.dumps(
-            {"items": [i.to_dict() for i in items], "size": image_size, "recipe": config.recipe()},
+            {
+                "items": [i.to_dict() for i in items],
+                "size": image_size,
+                "resize_mode": resize_mode,
+                "recipe": config.recipe(),
+            },
             sort_keys=True,
         ).encode()
     ).hexdigest()
@@ -195,7 +201,7 @@ def extract_frames(
     videos = 0
     for done, item in enumerate(items, start=1):
         try:
-            sampled = sampler.sample(item.path, image_size)
+            sampled = sampler.sample(item.path, image_size, resize_mode=resize_mode)
         except MotionGuardError as e:
             errors.append({"path": item.path, "code": e.code, "message": e.message})
             logger.info("finetune: cannot sample %s: %s", item.path, e.message)
@@ -442,7 +448,9 @@ def finetune(
     train_items = items_in(dataset.items, assignment, "train")
     if not {i.label for i in train_items} >= {REAL_LABEL, AI_LABEL}:
         raise DatasetError("fine-tuning needs real and AI-generated videos in the training split")
-    frame_set = extract_frames(train_items, sampler, embedder.image_size, work, config, progress)
+    frame_set = extract_frames(
+        train_items, sampler, embedder.image_size, work, config, progress, resize_mode=embedder.resize_mode
+    )
     n = len(frame_set.caption_ids)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = config.max_steps or steps_per_epoch * config.epochs

@@ -44,7 +44,13 @@ def constructed_frames(
 
 
 FAKE_IDENTITY = EmbeddingIdentity(
-    embedder={"architecture": "fake", "pretrained": "constructed", "weights_sha256": None, "image_size": 8},
+    embedder={
+        "architecture": "fake",
+        "pretrained": "constructed",
+        "weights_sha256": None,
+        "image_size": 8,
+        "resize_mode": "shortest",
+    },
     sampling={"frames": 6, "rate_fps": None, "max_frames": 64, "seek": "accurate"},
     spec={"model": "tiny-test", "pretrained": None, "weights": None, "weights_sha256": None},
 )
@@ -94,6 +100,7 @@ class ColourEmbedder:
     """Embeds a frame by its mean colour (plus a constant), for cache tests without a model."""
 
     image_size = 8
+    resize_mode = "shortest"
     untrained = False
 
     def __init__(self, fail_after: int | None = None) -> None:
@@ -123,7 +130,9 @@ class NameSampler:
         self.frames = frames
         self.calls: list[str] = []
 
-    def sample(self, path: str | os.PathLike[str], image_size: int) -> SampledFrames:
+    def sample(
+        self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest"
+    ) -> SampledFrames:
         self.calls.append(str(path))
         if Path(path).name.startswith("bad"):
             raise CorruptVideoError("the video could not be decoded (constructed)")

@@ -136,6 +136,7 @@ def test_real_videos_with_the_tiny_model(tmp_path: Path, videos) -> None:  # typ
     sampling = SamplingConfig(frames=4)
     identity = identity_for(embedder, sampling)
     assert identity.untrained and identity.embedder["architecture"] == "MG-Tiny-ViT"
+    assert identity.embedder["resize_mode"] == embedder.resize_mode == "shortest"
     cache = EmbedCache(tmp_path / "cache")
     run = embed_dataset(dataset, cache, embedder, FfmpegSampler(sampling), identity)
     assert (run.embedded, run.failed) == (2, 1)

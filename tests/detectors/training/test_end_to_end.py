@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner, Result
 
-from detectors.training.cache import RANDOM_INIT_SEED
 from detectors.training.cli import register
 from tests.detectors.training.conftest import make_synthetic_manifest
 
@@ -54,9 +52,6 @@ def invoke(app: typer.Typer, args: list[str | Path], expect: int = 0) -> Result:
 def scan_json(bundle: Path, videos: list[str]) -> list[dict[str, Any]]:
     from detectors.cli import app as core_app
 
-    # `embed`, `train` and `evaluate` build untrained models from a fixed seed (build_embedder);
-    # `scan` builds its embedder with ClipEmbedder directly, so seed the RNG the same way here.
-    torch.manual_seed(RANDOM_INIT_SEED)
     result = CliRunner().invoke(
         core_app, ["scan", *videos, "--bundle", str(bundle), "--device", "cpu", "--json"]
     )

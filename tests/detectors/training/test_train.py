@@ -80,6 +80,7 @@ class AxisTextEmbedder:
     """Puts 'real' prompts on the real class direction and every other prompt on genA's."""
 
     image_size = 8
+    resize_mode = "shortest"
     untrained = False
 
     def describe(self) -> dict[str, object]:
