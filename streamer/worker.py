@@ -302,6 +302,7 @@ class MotionGuardWorker:
         return _Prepared(upload, frames, fetched - started, time.perf_counter() - fetched)
 
     async def handle_upload(self, key: bytes | None, raw: bytes | None) -> None:
+        logger.debug("upload event received, key %r", key)
         received = utc_now()
         started = time.perf_counter()
         self.metrics.in_flight.inc()
@@ -391,6 +392,13 @@ class MotionGuardWorker:
             schema_version=SCHEMA_VERSION,
         )
         await self._send(self.verdicts_topic, video_id, json.dumps(verdict).encode())
+        logger.info(
+            "video %s: %s (score %s) in %.3f s",
+            video_id or "?",
+            result.verdict,
+            verdict["score"],
+            processing_seconds,
+        )
         self.metrics.videos_processed.labels(verdict=result.verdict).inc()
         self.metrics.processing_seconds.observe(processing_seconds)
         if upload_to_verdict is not None:

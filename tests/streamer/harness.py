@@ -229,14 +229,24 @@ class TopicReader:
             self.records.extend(json.loads(message.value) for message in messages)
         return self.records
 
-    def wait_for(self, video_ids: set[str], timeout_seconds: float, key: str = "video_id") -> list[dict[str, Any]]:
+    def wait_for(
+        self,
+        video_ids: set[str],
+        timeout_seconds: float,
+        key: str = "video_id",
+        workers: tuple[WorkerProcess, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """Wait until every id has a record; on timeout, say which are missing and what the workers logged."""
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             seen = {record.get(key) for record in self.poll()}
             if video_ids <= seen:
                 return self.records
         missing = video_ids - {record.get(key) for record in self.records}
-        raise AssertionError(f"no record for {len(missing)} ids after {timeout_seconds} s: {sorted(missing)[:10]}")
+        logs = "\n".join(f"--- worker {w.data_dir.name} log:\n{w.log_tail(80)}" for w in workers)
+        raise AssertionError(
+            f"no record for {len(missing)} ids after {timeout_seconds} s: {sorted(missing)[:10]}\n{logs}"
+        )
 
     def close(self) -> None:
         self.consumer.close()

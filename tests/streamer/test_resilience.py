@@ -47,7 +47,7 @@ def test_killed_worker_loses_no_verdict(kafka_broker: Any, video_root: Path, tmp
         assert 0 < before_kill < len(ids), "the kill must land mid-stream"
         second.start()
         try:
-            records = reader.wait_for(set(ids), timeout_seconds=240)
+            records = reader.wait_for(set(ids), timeout_seconds=240, workers=(first, second))
         finally:
             second.terminate()
             reader.close()
@@ -76,13 +76,13 @@ def test_sigterm_drains_and_a_restart_resumes_from_committed_offsets(
     reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
     worker = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w1").start()
     try:
-        reader.wait_for(set(first_ids), timeout_seconds=120)
+        reader.wait_for(set(first_ids), timeout_seconds=120, workers=(worker,))
         assert worker.terminate() == 0, worker.log_tail()
         second_ids = [f"term-b-{i}" for i in range(5)]
         send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in second_ids])
         restarted = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w2").start()
         try:
-            records = reader.wait_for(set(second_ids), timeout_seconds=120)
+            records = reader.wait_for(set(second_ids), timeout_seconds=180, workers=(worker, restarted))
             time.sleep(3)
             records = reader.poll()
         finally:
@@ -111,7 +111,7 @@ def test_worker_recovers_from_a_broker_restart(kafka_broker: Any, video_root: Pa
         second = [f"broker-b-{i}" for i in range(10)]
         send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in second])
         reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
-        records = reader.wait_for(set(first) | set(second), timeout_seconds=240)
+        records = reader.wait_for(set(first) | set(second), timeout_seconds=240, workers=(worker,))
         assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
     finally:
         reader.close()

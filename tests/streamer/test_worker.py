@@ -114,7 +114,7 @@ def test_worker_creates_its_topics(worker: WorkerProcess) -> None:
             worker.topics.dead_letters,
             worker.topics.labels,
         ]
-        described = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
     finally:
         admin.close()
     assert described == dict.fromkeys(names, 4)
