@@ -36,7 +36,7 @@ CHART_RULES = CHART / "files" / "rules.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "motionguard-dashboard.json"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 
-INSTALL_HINT = "run scripts/install-deploy-tools.sh (or `make setup`) to install it"
+INSTALL_HINT = "run scripts/install-deploy-tools.sh (or `make deploy-tools`) to install it"
 #: Kubernetes versions the chart is validated against (schemas from install-deploy-tools.sh).
 KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")
 
