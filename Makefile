@@ -29,6 +29,11 @@ demo: setup
 test: setup deploy-tools
 	$(PY) -m pytest
 
+# benchmarks (not tests): writes BENCHMARKS.md; `make bench BENCH_ARGS=--quick` for a short run
+bench: setup
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@bash scripts/bench.sh $(BENCH_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check detectors streamer tests
 	$(VENV)/bin/ruff format --check detectors streamer tests

@@ -119,6 +119,26 @@ def scan(
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per model call.")] = 64,
     timeout_seconds: Annotated[float, typer.Option(min=0.1, help="Limit for each ffmpeg call.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input per line.")] = False,
+    decode_workers: Annotated[
+        int, typer.Option(min=1, help="Videos decoded in parallel (one ffmpeg process each).")
+    ] = 2,
+    decoder_threads: Annotated[int, typer.Option(min=1, help="Threads per ffmpeg decoder.")] = 2,
+    batch_videos: Annotated[
+        int, typer.Option(min=1, help="Already decoded videos whose frames may share one model call.")
+    ] = 1,
+    model_threads: Annotated[
+        int, typer.Option(min=0, help="CPU threads for the model (torch); 0 = torch's default.")
+    ] = 0,
+    skip_non_reference: Annotated[
+        bool,
+        typer.Option(
+            help="Let H.264/H.265 skip non-reference frames: less decoding, each frame the first "
+            "reference frame at or after its time."
+        ),
+    ] = False,
+    decode_niceness: Annotated[
+        int, typer.Option(min=0, max=19, help="Lower ffmpeg's CPU priority by this much (0-19) so the model wins.")
+    ] = 0,
 ) -> None:
     """Score video files as real or AI-generated.
 
@@ -129,6 +149,10 @@ def scan(
     from detectors.loading import DetectorOptions, build_detector
     from detectors.sampling import SamplingConfig
 
+    if model_threads:
+        import torch
+
+        torch.set_num_threads(model_threads)
     try:
         detector = build_detector(
             DetectorOptions(
@@ -142,7 +166,12 @@ def scan(
                 flag_threshold=flag_threshold,
                 review_threshold=review_threshold,
                 aggregation=aggregation,
-                sampling=SamplingConfig(timeout_seconds=timeout_seconds),
+                sampling=SamplingConfig(
+                    timeout_seconds=timeout_seconds,
+                    decoder_threads=decoder_threads,
+                    skip_non_reference=skip_non_reference,
+                    process_niceness=decode_niceness,
+                ),
             )
         )
     except (MotionGuardError, ValueError) as e:
@@ -164,7 +193,10 @@ def scan(
         transient=True,
     ) as progress:
         task = progress.add_task("scanning", total=len(sources))
-        for result in detector.scan_many(sources, policy=policy):
+        results = detector.scan_many(
+            sources, policy=policy, decode_workers=decode_workers, batch_videos=batch_videos
+        )
+        for result in results:
             row = result.to_dict()
             failures += not result.ok
             progress.advance(task)

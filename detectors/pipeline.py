@@ -152,9 +152,24 @@ class Detector:
         policy: str | None = None,
         prefetch: int = 2,
         on_start: Callable[[str], None] | None = None,
+        *,
+        decode_workers: int | None = None,
+        batch_videos: int = 1,
     ) -> Iterator[ScanResult]:
-        """Scan files in order, decoding up to ``prefetch`` videos ahead in threads."""
+        """Scan files in order, decoding up to ``prefetch`` videos ahead in threads.
+
+        ``decode_workers`` threads run the sampler (each ffmpeg is a process of
+        its own, so they decode in parallel); default ``max(1, prefetch)``.  At
+        most ``max(prefetch, decode_workers)`` videos are decoded ahead of the
+        one being scored (and at least ``batch_videos - 1``).  With ``batch_videos`` > 1 the frames of up to that
+        many consecutive videos that are already decoded share one model call;
+        a batch never waits for a video that is still decoding.
+        """
+        if batch_videos < 1:
+            raise ValueError(f"batch_videos must be >= 1, got {batch_videos}")
         chosen = self.policy(policy)
+        workers = max(1, prefetch if decode_workers is None else decode_workers)
+        ahead = max(prefetch, batch_videos - 1) if decode_workers is None else max(prefetch, workers, batch_videos - 1)
 
         def timed_sample(path: str) -> tuple[SampledFrames | MotionGuardError, float]:
             started = time.perf_counter()
@@ -164,21 +179,59 @@ class Detector:
                 return e, (time.perf_counter() - started) * 1000
 
         sources = [os.fspath(p) for p in paths]
-        with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="sample") as pool:
-            pending: list[Future[tuple[SampledFrames | MotionGuardError, float]]] = []
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sample") as pool:
+            # Futures are dropped once scored, so memory holds ``ahead + 1`` videos at most.
+            pending: dict[int, Future[tuple[SampledFrames | MotionGuardError, float]]] = {}
             next_index = 0
-            for index, source in enumerate(sources):
-                while next_index < len(sources) and next_index <= index + prefetch:
-                    pending.append(pool.submit(timed_sample, sources[next_index]))
+            index = 0
+            while index < len(sources):
+                while next_index < len(sources) and next_index <= index + ahead:
+                    pending[next_index] = pool.submit(timed_sample, sources[next_index])
                     next_index += 1
-                if on_start is not None:
-                    on_start(source)
-                sampled, sample_ms = pending[index].result()
-                yield self._finish(source, sampled, sample_ms, chosen)
+                group = [index]
+                while (
+                    len(group) < batch_videos and index + len(group) < next_index and pending[index + len(group)].done()
+                ):
+                    group.append(index + len(group))
+                items = []
+                for position in group:
+                    if on_start is not None:
+                        on_start(sources[position])
+                    sampled, sample_ms = pending.pop(position).result()
+                    items.append((sources[position], sampled, sample_ms))
+                yield from self._finish_many(items, chosen)
+                index += len(group)
+
+    def _finish_many(
+        self, items: Sequence[tuple[str, SampledFrames | MotionGuardError, float]], policy: Policy
+    ) -> list[ScanResult]:
+        """Score decoded videos with one model call for all of them (errors pass through)."""
+        if len(items) == 1:
+            return [self._finish(*items[0], policy)]
+        decoded = [sampled for _, sampled, _ in items if not isinstance(sampled, MotionGuardError)]
+        started = time.perf_counter()
+        embedded = iter(self.embed_many(decoded))
+        embed_ms = (time.perf_counter() - started) * 1000
+        total_frames = max(1, sum(len(sampled) for sampled in decoded))
+        results = []
+        for source, sampled, sample_ms in items:
+            if isinstance(sampled, MotionGuardError):
+                results.append(self._finish(source, sampled, sample_ms, policy))
+                continue
+            share_ms = embed_ms * len(sampled) / total_frames
+            results.append(self._finish(source, sampled, sample_ms, policy, (next(embedded), share_ms)))
+        return results
 
     def _finish(
-        self, source: str, sampled: SampledFrames | MotionGuardError, sample_ms: float, policy: Policy
+        self,
+        source: str,
+        sampled: SampledFrames | MotionGuardError,
+        sample_ms: float,
+        policy: Policy,
+        embedded: tuple[FloatArray, float] | None = None,
     ) -> ScanResult:
+        """Score one decoded video; ``embedded`` is its embeddings and embed time (ms) when
+        they come from a shared model call."""
         result = ScanResult(source=source, model=self.model, policy=policy.name)
         result.timings_ms["sample"] = sample_ms
         if isinstance(sampled, MotionGuardError):
@@ -187,12 +240,16 @@ class Detector:
             result.timings_ms["total"] = sample_ms
             return result
         result.duration_seconds = sampled.probe.duration_seconds
+        if embedded is None:
+            started = time.perf_counter()
+            (embeddings,) = self.embed_many([sampled])
+            embed_ms = (time.perf_counter() - started) * 1000
+        else:
+            embeddings, embed_ms = embedded
         started = time.perf_counter()
-        (embeddings,) = self.embed_many([sampled])
-        embedded = time.perf_counter()
         result.score = self.decide(sampled, embeddings, policy)
-        decided = time.perf_counter()
-        result.timings_ms["embed"] = (embedded - started) * 1000
-        result.timings_ms["classify"] = (decided - embedded) * 1000
-        result.timings_ms["total"] = sample_ms + (decided - started) * 1000
+        classify_ms = (time.perf_counter() - started) * 1000
+        result.timings_ms["embed"] = embed_ms
+        result.timings_ms["classify"] = classify_ms
+        result.timings_ms["total"] = sample_ms + embed_ms + classify_ms
         return result

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make bench`: build the synthetic corpus (once; cached in .cache/bench/corpus), run every
+# benchmark, write BENCHMARKS.md.  A benchmark, not a test: it fails only when something
+# cannot run, never because a figure misses its target (BENCHMARKS.md says which do).
+#
+#   bash scripts/bench.sh            # the full run: about 20-25 minutes on a 2-core machine
+#                                    # (plus about 5 minutes the first time, to encode the corpus)
+#   bash scripts/bench.sh --quick    # every section, smaller: about 8 minutes
+#
+# Needs the `bench` extra (PyAV, for the naive baseline), Java (the local Kafka) and ffmpeg.
+# On a machine with a GPU, the GPU section runs on it; otherwise the GPU script runs on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+QUICK=()
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=(--quick) ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $arg (use --quick or nothing)" >&2; exit 3 ;;
+    esac
+done
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONWARNINGS=ignore  # open_clip warns that the weights are random: we know
+if ! "$PY" -c 'import av' 2>/dev/null; then
+    echo "PyAV is missing (the naive baseline needs it): .venv/bin/pip install -e '.[bench]'" >&2
+    exit 3
+fi
+
+RESULTS=.cache/bench/results
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/*.json  # the report never mixes two runs
+
+step() { echo "== $* ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"; }
+
+"$PY" -m benchmarks.report --mark start "${QUICK[@]}"
+step "corpus (cached after the first run)"
+"$PY" -m benchmarks.corpus "${QUICK[@]}"
+step "1/4 sampling cost versus video length"
+"$PY" -m benchmarks.bench_sampling "${QUICK[@]}"
+step "2/4 scan throughput: motionguard scan, naive pipeline, floor"
+"$PY" -m benchmarks.bench_scan "${QUICK[@]}"
+step "3/4 worker under load on a local Kafka"
+"$PY" -m benchmarks.bench_worker "${QUICK[@]}"
+step "4/4 GPU benchmark (on the CPU when there is no GPU)"
+"$PY" -m benchmarks.gpu_bench "${QUICK[@]}"
+"$PY" -m benchmarks.report --mark end
+"$PY" -m benchmarks.report --out BENCHMARKS.md
+step "done: BENCHMARKS.md"
