@@ -126,9 +126,6 @@ def scan(
     batch_videos: Annotated[
         int, typer.Option(min=1, help="Already decoded videos whose frames may share one model call.")
     ] = 1,
-    model_threads: Annotated[
-        int, typer.Option(min=0, help="CPU threads for the model (torch); 0 = torch's default.")
-    ] = 0,
     skip_non_reference: Annotated[
         bool,
         typer.Option(
@@ -136,9 +133,6 @@ def scan(
             "reference frame at or after its time."
         ),
     ] = False,
-    decode_niceness: Annotated[
-        int, typer.Option(min=0, max=19, help="Lower ffmpeg's CPU priority by this much (0-19) so the model wins.")
-    ] = 0,
 ) -> None:
     """Score video files as real or AI-generated.
 
@@ -149,10 +143,6 @@ def scan(
     from detectors.loading import DetectorOptions, build_detector
     from detectors.sampling import SamplingConfig
 
-    if model_threads:
-        import torch
-
-        torch.set_num_threads(model_threads)
     try:
         detector = build_detector(
             DetectorOptions(
@@ -170,7 +160,6 @@ def scan(
                     timeout_seconds=timeout_seconds,
                     decoder_threads=decoder_threads,
                     skip_non_reference=skip_non_reference,
-                    process_niceness=decode_niceness,
                 ),
             )
         )

@@ -131,11 +131,6 @@ class SamplingConfig:
     time (usually one to three frames later; timestamps stay truthful).  Off
     by default, so that a frame is exactly the one on screen.
 
-    ``process_niceness`` (0-19) is added to the nice value of every
-    ffmpeg/ffprobe process: on a machine where decoding and a CPU model share
-    the same cores, the model's threads then get the CPU first and decoding
-    fills the gaps.  0 leaves the priority alone.
-
     ``timeout_seconds`` applies to each ffprobe/ffmpeg process separately; a
     sample runs one ffprobe and usually one ffmpeg (rarely one more of each).
     ``allowed_formats`` lists the ffmpeg demuxers a file may be opened with
@@ -157,7 +152,6 @@ class SamplingConfig:
     seeks_per_process: int = 8
     allowed_formats: tuple[str, ...] | None = DEFAULT_ALLOWED_FORMATS
     skip_non_reference: bool = False
-    process_niceness: int = 0
 
     def __post_init__(self) -> None:
         positive = (
@@ -181,12 +175,6 @@ class SamplingConfig:
             _require_positive_number(name, getattr(self, name))
         if self.rate_fps is not None:
             _require_positive_number("rate_fps", self.rate_fps)
-        if (
-            isinstance(self.process_niceness, bool)
-            or not isinstance(self.process_niceness, int)
-            or not 0 <= self.process_niceness <= 19
-        ):
-            raise ValueError(f"process_niceness must be an integer 0-19, got {self.process_niceness!r}")
         if not isinstance(self.skip_non_reference, bool):
             raise ValueError(f"skip_non_reference must be a bool, got {self.skip_non_reference!r}")
         if self.seek not in ("accurate", "keyframe"):
@@ -223,10 +211,8 @@ class _Completed:
     stderr: str
 
 
-def _run(argv: Sequence[str], *, timeout_seconds: float, tool: str, niceness: int = 0) -> _Completed:
-    """Run ``argv`` in its own process group; kill the whole group on timeout.
-
-    ``niceness`` > 0 lowers the process's priority by that much right after it starts."""
+def _run(argv: Sequence[str], *, timeout_seconds: float, tool: str) -> _Completed:
+    """Run ``argv`` in its own process group; kill the whole group on timeout."""
     logger.debug("running %s", " ".join(argv))
     started = time.monotonic()
     try:
@@ -244,12 +230,6 @@ def _run(argv: Sequence[str], *, timeout_seconds: float, tool: str, niceness: in
         ) from e
     except OSError as e:
         raise FfmpegNotFoundError(f"the {tool} program {argv[0]!r} cannot be run: {e.strerror}") from e
-    if niceness:
-        try:
-            current = os.getpriority(os.PRIO_PROCESS, 0)
-            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, current + niceness))
-        except OSError:  # already exited; a lower priority is otherwise always allowed
-            pass
     try:
         stdout, stderr = proc.communicate(timeout=timeout_seconds)
     except subprocess.TimeoutExpired as e:
@@ -363,7 +343,7 @@ def _probe(path: str | os.PathLike[str], config: SamplingConfig) -> _ProbeResult
         *_flatten(_input_options(config)),
         "-print_format", "json", "-show_format", "-show_streams", url,
     ]  # fmt: skip
-    done = _run(argv, timeout_seconds=config.timeout_seconds, tool="ffprobe", niceness=config.process_niceness)
+    done = _run(argv, timeout_seconds=config.timeout_seconds, tool="ffprobe")
     if done.returncode != 0:
         raise _ffprobe_failure(done.stderr, url, fs_path)
     try:
@@ -513,7 +493,7 @@ def _count_packets(url: str, stream_index: int, config: SamplingConfig) -> int:
         "-count_packets", "-select_streams", str(stream_index),
         "-show_entries", "stream=nb_read_packets", "-print_format", "json", url,
     ]  # fmt: skip
-    done = _run(argv, timeout_seconds=config.timeout_seconds, tool="ffprobe", niceness=config.process_niceness)
+    done = _run(argv, timeout_seconds=config.timeout_seconds, tool="ffprobe")
     if done.returncode != 0:
         raise _ffprobe_failure(done.stderr, url, url.removeprefix("file:"))
     try:
@@ -831,9 +811,7 @@ class FfmpegSampler:
             "-filter_complex_threads", "1",
         ]  # fmt: skip
         argv: list[str] = output.compile(cmd=cmd)
-        done = _run(
-            argv, timeout_seconds=self.config.timeout_seconds, tool="ffmpeg", niceness=self.config.process_niceness
-        )
+        done = _run(argv, timeout_seconds=self.config.timeout_seconds, tool="ffmpeg")
         if done.returncode != 0:
             raise _ffmpeg_failure(done.stderr, url)
         low = done.stderr.lower()

@@ -171,6 +171,7 @@ class MotionGuardWorker:
             window_seconds=settings.batch_window_ms / 1000.0,
         )
         self.assigned = False
+        self._lag_partitions: set[str] = set()
         model = detector.model
         self.metrics.model_info.labels(
             name=model.name,
@@ -277,13 +278,18 @@ class MotionGuardWorker:
     async def _update_lag(self) -> None:
         consumer = self.app.consumer
         uploads = self.settings.topic_uploads
+        current: set[str] = set()
         for tp in consumer.assignment():
             if tp.topic != uploads:
                 continue
             position = await consumer.position(tp)
             highwater = consumer.highwater(tp)
             if position is not None and highwater is not None:
+                current.add(str(tp.partition))
                 self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
+        for partition in self._lag_partitions - current:  # revoked: another worker reports it now
+            self.metrics.consumer_lag.remove(partition)
+        self._lag_partitions = current
 
     # -- per-event processing ----------------------------------------------------------
 

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import open_clip
 import torch
-import torch.nn.functional as F  # noqa: N812  # torch convention
+import torch.nn.functional as F  # torch convention
 from safetensors.torch import load_file, save_file
 
 from detectors import __version__
