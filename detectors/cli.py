@@ -182,9 +182,7 @@ def scan(
         transient=True,
     ) as progress:
         task = progress.add_task("scanning", total=len(sources))
-        results = detector.scan_many(
-            sources, policy=policy, decode_workers=decode_workers, batch_videos=batch_videos
-        )
+        results = detector.scan_many(sources, policy=policy, decode_workers=decode_workers, batch_videos=batch_videos)
         for result in results:
             row = result.to_dict()
             failures += not result.ok

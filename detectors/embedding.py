@@ -161,8 +161,7 @@ def _check_known(spec: EmbedderSpec) -> None:
         if spec.pretrained not in tags:
             known = ", ".join(tags) if tags else "none (use --pretrained none or a weights file)"
             raise UnknownModelError(
-                f"model {architecture!r} has no pretrained weights tagged {spec.pretrained!r}. "
-                f"Known tags: {known}"
+                f"model {architecture!r} has no pretrained weights tagged {spec.pretrained!r}. Known tags: {known}"
             )
 
 
@@ -180,16 +179,13 @@ def _load_safetensors_weights(model: torch.nn.Module, spec: EmbedderSpec) -> str
     digest = sha256_file(path)
     if spec.weights_sha256 is not None and digest != spec.weights_sha256:
         raise ModelUnavailableError(
-            f"weights file {path} has sha256 {digest}, expected {spec.weights_sha256}: "
-            "the file was changed or replaced"
+            f"weights file {path} has sha256 {digest}, expected {spec.weights_sha256}: the file was changed or replaced"
         )
     try:
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
     except (OSError, RuntimeError, ValueError) as e:
-        raise ModelUnavailableError(
-            f"weights file {path} does not fit architecture {spec.architecture!r}: {e}"
-        ) from e
+        raise ModelUnavailableError(f"weights file {path} does not fit architecture {spec.architecture!r}: {e}") from e
     return digest
 
 
@@ -299,8 +295,7 @@ class ClipEmbedder:
             raise ValueError(f"frames must be (n, h, w, 3), got shape {frames.shape}")
         if frames.shape[1] != self._image_size or frames.shape[2] != self._image_size:
             raise ValueError(
-                f"frames are {frames.shape[1]}x{frames.shape[2]}, model expects "
-                f"{self._image_size}x{self._image_size}"
+                f"frames are {frames.shape[1]}x{frames.shape[2]}, model expects {self._image_size}x{self._image_size}"
             )
         outputs: list[torch.Tensor] = []
         pin = self.device.type == "cuda"

@@ -95,9 +95,7 @@ class SvmHead(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
         if self.calibration not in CALIBRATIONS:
-            raise ValueError(
-                f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
-            )
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         if not self.C > 0:
             raise ValueError(f"C must be > 0, got {self.C}")
         if self.calibration_folds < 2:
@@ -167,9 +165,7 @@ class SvmHead(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if len(classes) < 2:
             raise ValueError(f"SvmHead needs at least 2 classes to fit, got 1 class: {classes[0]!r}")
         splits = self._calibration_splits(y_arr, groups)
-        calibrated = CalibratedClassifierCV(
-            self.make_svm(), method=self.calibration, cv=splits, ensemble=False
-        )
+        calibrated = CalibratedClassifierCV(self.make_svm(), method=self.calibration, cv=splits, ensemble=False)
         calibrated.fit(X_arr, y_arr)
         self.calibrated_ = calibrated
         self.classes_ = calibrated.classes_

@@ -79,15 +79,11 @@ class ScanResult:
             "score": None if score is None else round(score.score, 4),
             "vote_fraction": None if score is None else round(score.vote_fraction, 4),
             "mean_probability": None if score is None else round(score.mean_probability, 4),
-            "generator": None
-            if score is None or score.generator is None
-            else [g.to_dict() for g in score.generator],
+            "generator": None if score is None or score.generator is None else [g.to_dict() for g in score.generator],
             "frames_scored": 0 if score is None else score.frames_scored,
             "segments": [] if score is None else [s.to_dict() for s in score.segments],
             "policy": self.policy,
-            "video_duration_seconds": None
-            if self.duration_seconds is None
-            else round(self.duration_seconds, 3),
+            "video_duration_seconds": None if self.duration_seconds is None else round(self.duration_seconds, 3),
             "model": self.model.to_dict(),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "warnings": warnings,

@@ -166,9 +166,7 @@ class SamplingConfig:
             or not isinstance(self.sequential_max_frames, int)
             or self.sequential_max_frames < 0
         ):
-            raise ValueError(
-                f"sequential_max_frames must be an integer >= 0, got {self.sequential_max_frames!r}"
-            )
+            raise ValueError(f"sequential_max_frames must be an integer >= 0, got {self.sequential_max_frames!r}")
         if self.frames > self.max_frames:
             raise ValueError(f"frames ({self.frames}) must not exceed max_frames ({self.max_frames})")
         for name in ("max_duration_seconds", "timeout_seconds"):
@@ -192,12 +190,7 @@ class SamplingConfig:
 
 
 def _require_positive_number(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -225,8 +218,7 @@ def _run(argv: Sequence[str], *, timeout_seconds: float, tool: str) -> _Complete
         )
     except FileNotFoundError as e:
         raise FfmpegNotFoundError(
-            f"the {tool} program was not found ({argv[0]!r}); install ffmpeg or set "
-            f"SamplingConfig.{tool}_binary"
+            f"the {tool} program was not found ({argv[0]!r}); install ffmpeg or set SamplingConfig.{tool}_binary"
         ) from e
     except OSError as e:
         raise FfmpegNotFoundError(f"the {tool} program {argv[0]!r} cannot be run: {e.strerror}") from e
@@ -365,13 +357,10 @@ def _probe(path: str | os.PathLike[str], config: SamplingConfig) -> _ProbeResult
         raise UnsupportedVideoError("the video codec is not supported by this ffmpeg build")
     stored_width, stored_height = _to_int(video.get("width")), _to_int(video.get("height"))
     if stored_width is None or stored_height is None or stored_width <= 0 or stored_height <= 0:
-        raise UnsupportedVideoError(
-            f"the video has an invalid frame size ({video.get('width')}x{video.get('height')})"
-        )
+        raise UnsupportedVideoError(f"the video has an invalid frame size ({video.get('width')}x{video.get('height')})")
     if stored_width * stored_height > config.max_pixels:
         raise UnsupportedVideoError(
-            f"the frame size {stored_width}x{stored_height} is too large "
-            f"(limit {config.max_pixels} pixels per frame)"
+            f"the frame size {stored_width}x{stored_height} is too large (limit {config.max_pixels} pixels per frame)"
         )
     rotation = _rotation_clockwise(video)
     width, height = (stored_height, stored_width) if rotation in (90, 270) else (stored_width, stored_height)
@@ -384,9 +373,7 @@ def _probe(path: str | os.PathLike[str], config: SamplingConfig) -> _ProbeResult
     if declared_frames == 0:
         raise NoVideoStreamError("the video stream contains no frames")
     frame_count = declared_frames
-    duration = (
-        _positive_float(video.get("duration")) or _tag_duration(video) or _positive_float(fmt.get("duration"))
-    )
+    duration = _positive_float(video.get("duration")) or _tag_duration(video) or _positive_float(fmt.get("duration"))
     if duration is None:
         # Nothing in the headers: count packets (demuxing only, no decoding).
         packets = _count_packets(url, index, config)
@@ -471,9 +458,7 @@ def _ffprobe_failure(stderr: str, url: str, path: str) -> VideoError:
 
 def _pick_video_stream(streams: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     videos = [
-        s
-        for s in streams
-        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+        s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
     if videos:
         defaults = [s for s in videos if (s.get("disposition") or {}).get("default")]
@@ -695,9 +680,7 @@ class FfmpegSampler:
     def __init__(self, config: SamplingConfig = SamplingConfig()) -> None:
         self.config = config
 
-    def sample(
-        self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest"
-    ) -> SampledFrames:
+    def sample(self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest") -> SampledFrames:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         if resize_mode not in ("shortest", "squash"):
@@ -781,9 +764,7 @@ class FfmpegSampler:
         stream = ffmpeg.input(info.url, **options)[str(info.stream_index)]
         if targets:
             base = info.container_start_seconds
-            terms = "+".join(
-                f"gte(t,{base + t:.6f})*(isnan(prev_t)+lt(prev_t,{base + t:.6f}))" for t in targets
-            )
+            terms = "+".join(f"gte(t,{base + t:.6f})*(isnan(prev_t)+lt(prev_t,{base + t:.6f}))" for t in targets)
             stream = stream.filter("select", f"gt({terms},0)")
         reports = self._run(_to_model_input(stream, geometry, 0), geometry, frame_limit, info.url)
         return [frame for _, frame in reports]
@@ -831,12 +812,8 @@ def _to_model_input(stream: Any, geometry: _Geometry, branch: int) -> Any:
     )
 
 
-_SHOWINFO_FRAME = re.compile(
-    rf"\[showinfo@{_BRANCH_TAG}(\d+) @ [^\]]+\] n:\s*(\d+) pts:\s*(-?\d+) pts_time:(\S+)"
-)
-_SHOWINFO_TIME_BASE = re.compile(
-    rf"\[showinfo@{_BRANCH_TAG}(\d+) @ [^\]]+\] config in time_base: (\d+)/(\d+)"
-)
+_SHOWINFO_FRAME = re.compile(rf"\[showinfo@{_BRANCH_TAG}(\d+) @ [^\]]+\] n:\s*(\d+) pts:\s*(-?\d+) pts_time:(\S+)")
+_SHOWINFO_TIME_BASE = re.compile(rf"\[showinfo@{_BRANCH_TAG}(\d+) @ [^\]]+\] config in time_base: (\d+)/(\d+)")
 _INCOMPATIBLE_FFMPEG = (
     "unrecognized option",
     "option not found",
@@ -852,9 +829,7 @@ def _ffmpeg_failure(stderr: str, url: str) -> MotionGuardError:
             detail = _find_line(stderr, needle, url)
             return FfmpegNotFoundError(f"the installed ffmpeg is not compatible (needs >= 5.1): {detail}")
     errors = [
-        line
-        for line in stderr.splitlines()
-        if any(word in line.lower() for word in ("error", "invalid", "corrupt"))
+        line for line in stderr.splitlines() if any(word in line.lower() for word in ("error", "invalid", "corrupt"))
     ]
     detail = _clean_line(errors[-1], url) if errors else _last_line(stderr, url)
     return CorruptVideoError(f"the video could not be decoded (ffmpeg: {detail})")
@@ -883,8 +858,7 @@ def _parse_output(done: _Completed, geometry: _Geometry, frame_limit: int) -> li
         del reports[count:]
     if count != len(reports):
         raise FfmpegNotFoundError(
-            f"ffmpeg's output is not understood ({count} frames but {len(reports)} frame "
-            "reports); is it ffmpeg >= 5.1?"
+            f"ffmpeg's output is not understood ({count} frames but {len(reports)} frame reports); is it ffmpeg >= 5.1?"
         )
     pixels = np.frombuffer(done.stdout, dtype=np.uint8).reshape(count, geometry.size, geometry.size, 3)
     return [(branch, _Frame(seconds, pixels[i])) for i, (branch, seconds) in enumerate(reports)]
@@ -902,7 +876,5 @@ def _assemble(
         empty = np.zeros((0, geometry.size, geometry.size, 3), dtype=np.uint8)
         return empty, np.zeros(0, dtype=np.float64)
     pixels = np.stack([frame.pixels for frame in kept])
-    timestamps = np.array(
-        [max(0.0, frame.seconds - container_start_seconds) for frame in kept], dtype=np.float64
-    )
+    timestamps = np.array([max(0.0, frame.seconds - container_start_seconds) for frame in kept], dtype=np.float64)
     return pixels, timestamps

@@ -281,9 +281,7 @@ def make_text_file(path: str | os.PathLike[str], text: str = "this is not a vide
     return out
 
 
-def make_truncated_copy(
-    source: str | os.PathLike[str], path: str | os.PathLike[str], *, fraction: float = 0.5
-) -> Path:
+def make_truncated_copy(source: str | os.PathLike[str], path: str | os.PathLike[str], *, fraction: float = 0.5) -> Path:
     """The first ``fraction`` of ``source``'s bytes, as an interrupted upload would be."""
     data = Path(source).read_bytes()
     out = Path(path)
@@ -294,9 +292,7 @@ def make_truncated_copy(
 def make_audio_only(path: str | os.PathLike[str], *, seconds: float = 1.0) -> Path:
     """An AAC-in-MP4 (``.m4a``-style) file with no video stream."""
     out = Path(path)
-    _run_ffmpeg(
-        ["-f", "lavfi", "-t", f"{seconds}", "-i", "sine=frequency=440", "-c:a", "aac", "-f", "mp4", str(out)]
-    )
+    _run_ffmpeg(["-f", "lavfi", "-t", f"{seconds}", "-i", "sine=frequency=440", "-c:a", "aac", "-f", "mp4", str(out)])
     return out
 
 

@@ -92,9 +92,7 @@ class EmbeddingIdentity:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EmbeddingIdentity:
-        return cls(
-            embedder=dict(data["embedder"]), sampling=dict(data["sampling"]), spec=dict(data.get("spec", {}))
-        )
+        return cls(embedder=dict(data["embedder"]), sampling=dict(data["sampling"]), spec=dict(data.get("spec", {})))
 
 
 def build_embedder(spec: EmbedderSpec) -> ClipEmbedder:
@@ -152,9 +150,7 @@ class VideoRecord:
             "status": self.status,
             "sha256": self.sha256,
             "frames": self.frames,
-            "error": None
-            if self.error_code is None
-            else {"code": self.error_code, "message": self.error_message},
+            "error": None if self.error_code is None else {"code": self.error_code, "message": self.error_message},
         }
 
     @classmethod
@@ -353,15 +349,11 @@ class EmbedCache:
     def read_index(self) -> CacheIndex:
         path = self.root / INDEX_NAME
         if not path.is_file():
-            raise DatasetError(
-                f"{self.root} is not an embedding cache ({INDEX_NAME} is missing); run `embed` first"
-            )
+            raise DatasetError(f"{self.root} is not an embedding cache ({INDEX_NAME} is missing); run `embed` first")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != CACHE_FORMAT or data.get("format_version") != CACHE_FORMAT_VERSION:
-                raise DatasetError(
-                    f"{path} is not a version {CACHE_FORMAT_VERSION} MotionGuard embedding cache"
-                )
+                raise DatasetError(f"{path} is not a version {CACHE_FORMAT_VERSION} MotionGuard embedding cache")
             return CacheIndex(
                 dataset=dict(data["dataset"]),
                 identity=EmbeddingIdentity.from_dict(data["identity"]),
@@ -497,9 +489,7 @@ def embed_dataset(
                 continue
             hit = cache.load(identity, sha)
             if hit is not None:
-                finish(
-                    index, VideoRecord(item=item, status="ok", sha256=sha, frames=len(hit[0]), cached=True)
-                )
+                finish(index, VideoRecord(item=item, status="ok", sha256=sha, frames=len(hit[0]), cached=True))
             else:
                 todo.append((index, sha))
         cache.flush_hashes()

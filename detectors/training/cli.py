@@ -47,12 +47,8 @@ WeightsOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 SeedOption = Annotated[int, typer.Option(help="Seed of the grouped train/val/test split.")]
-ValFractionOption = Annotated[
-    float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for validation.")
-]
-TestFractionOption = Annotated[
-    float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for test.")
-]
+ValFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for validation.")]
+TestFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for test.")]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -177,8 +173,7 @@ def embed(
         raise typer.Exit(EXIT_INTERRUPTED) from e
     _print_errors(run.errors)
     stderr.print(
-        f"{run.embedded} embedded, {run.reused} reused from the cache, {run.failed} failed; "
-        f"index {run.index_path}"
+        f"{run.embedded} embedded, {run.reused} reused from the cache, {run.failed} failed; index {run.index_path}"
     )
     if embedder.untrained:
         _warn_untrained()
@@ -199,21 +194,13 @@ def train(
     seed: SeedOption = 0,
     val_fraction: ValFractionOption = 0.15,
     test_fraction: TestFractionOption = 0.2,
-    search: Annotated[
-        bool, typer.Option(help="Grid-search the SVM hyper-parameters (group-aware CV).")
-    ] = True,
-    cv_folds: Annotated[
-        int, typer.Option(min=2, help="Folds of the grid search and of the calibration.")
-    ] = 3,
+    search: Annotated[bool, typer.Option(help="Grid-search the SVM hyper-parameters (group-aware CV).")] = True,
+    cv_folds: Annotated[int, typer.Option(min=2, help="Folds of the grid search and of the calibration.")] = 3,
     c: Annotated[float | None, typer.Option("--C", help="SVM C (with --no-search).")] = None,
-    gamma: Annotated[
-        str | None, typer.Option(help="RBF/poly gamma: a number or 'scale' (with --no-search).")
-    ] = None,
+    gamma: Annotated[str | None, typer.Option(help="RBF/poly gamma: a number or 'scale' (with --no-search).")] = None,
     degree: Annotated[int | None, typer.Option(help="Polynomial degree (with --no-search).")] = None,
     kernel: Annotated[str, typer.Option(help="Kernel of the multi-class SVM: rbf, linear or poly.")] = "rbf",
-    calibration: Annotated[
-        str, typer.Option(help="Probability calibration: sigmoid or isotonic.")
-    ] = "sigmoid",
+    calibration: Annotated[str, typer.Option(help="Probability calibration: sigmoid or isotonic.")] = "sigmoid",
     name: Annotated[str | None, typer.Option(help="Bundle name (default: embedder + classifier).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle directory.")] = False,
     device: DeviceOption = "auto",
@@ -316,9 +303,7 @@ def evaluate(
         Path | None, typer.Option("--cache", help="Embedding cache to use (default: REPORT/embed-cache).")
     ] = None,
     split: Annotated[str, typer.Option(help="test (the bundle's held-out groups), val or all.")] = "test",
-    scales: Annotated[
-        str, typer.Option(help="Down-scaling factors for robustness, comma-separated.")
-    ] = "0.5,0.25",
+    scales: Annotated[str, typer.Option(help="Down-scaling factors for robustness, comma-separated.")] = "0.5,0.25",
     crf: Annotated[str, typer.Option(help="H.264 CRF values for robustness, comma-separated.")] = "28,36",
     robustness: Annotated[bool, typer.Option(help="Re-run on re-scaled and re-encoded copies.")] = True,
     leave_one_out: Annotated[bool, typer.Option(help="Leave-one-generator-out refits (SVM heads).")] = True,
@@ -363,9 +348,7 @@ def evaluate(
         raise _fail(str(e)) from e
     if embedder.untrained:
         _warn_untrained()
-    sampling = SamplingConfig(
-        frames=loaded.frames, max_frames=max(64, loaded.frames), timeout_seconds=timeout_seconds
-    )
+    sampling = SamplingConfig(frames=loaded.frames, max_frames=max(64, loaded.frames), timeout_seconds=timeout_seconds)
     identity = identity_for(embedder, sampling)
     try:
         with _progress() as progress:
@@ -386,9 +369,7 @@ def evaluate(
         f"video ROC-AUC {clean['video'].get('roc_auc')}; report in {report}"
     )
     if result["embedding_errors"]:
-        stderr.print(
-            f"[yellow]{len(result['embedding_errors'])} video(s) could not be embedded[/] (see report.json)"
-        )
+        stderr.print(f"[yellow]{len(result['embedding_errors'])} video(s) could not be embedded[/] (see report.json)")
     if embedder.untrained:
         _warn_untrained()
     raise typer.Exit(EXIT_INPUT_ERRORS if result["embedding_errors"] else EXIT_OK)
@@ -399,9 +380,7 @@ def evaluate(
 
 def finetune(
     dataset: Annotated[Path, typer.Argument(help="CSV manifest or DeepAction folder.", show_default=False)],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Weights file to write (.safetensors; spec beside it).")
-    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (.safetensors; spec beside it).")],
     base: Annotated[str, typer.Option(help="Base model NAME[:TAG], e.g. ViT-B-32:openai or tiny-test.")] = (
         "clip-vit-b-32"
     ),
@@ -421,9 +400,7 @@ def finetune(
     val_fraction: ValFractionOption = 0.15,
     test_fraction: TestFractionOption = 0.2,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 100,
-    work_dir: Annotated[
-        Path | None, typer.Option(help="Frames and checkpoints (default: OUT.work/).")
-    ] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Frames and checkpoints (default: OUT.work/).")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from a matching checkpoint.")] = True,
     device: DeviceOption = "auto",
     timeout_seconds: Annotated[float, typer.Option(min=0.1, help="Limit for each ffmpeg call.")] = 60.0,
@@ -485,9 +462,7 @@ def finetune(
 
 def download(
     name: Annotated[str, typer.Argument(help="Dataset name (deepaction).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to download into.")] = Path(
-        "data/deepaction"
-    ),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to download into.")] = Path("data/deepaction"),
     revision: Annotated[str | None, typer.Option(help="Dataset revision (branch, tag or commit).")] = None,
 ) -> None:
     """Download a public dataset from the Hugging Face hub (needs network access)."""

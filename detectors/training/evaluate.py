@@ -102,9 +102,7 @@ class EvaluateConfig:
     def transforms(self) -> tuple[Transform, ...]:
         if not self.robustness:
             return ()
-        return tuple(Transform("scale", s) for s in self.scales) + tuple(
-            Transform("crf", c) for c in self.crfs
-        )
+        return tuple(Transform("scale", s) for s in self.scales) + tuple(Transform("crf", c) for c in self.crfs)
 
 
 def transcode(
@@ -120,14 +118,10 @@ def transcode(
     except FileNotFoundError as e:
         raise FfmpegNotFoundError(f"the ffmpeg program was not found ({ffmpeg!r})") from e
     except subprocess.TimeoutExpired as e:
-        raise DecodeTimeoutError(
-            f"re-encoding ({transform.label}) took longer than {timeout_seconds:g} s"
-        ) from e
+        raise DecodeTimeoutError(f"re-encoding ({transform.label}) took longer than {timeout_seconds:g} s") from e
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise CorruptVideoError(
-            f"re-encoding ({transform.label}) failed: {lines[-1] if lines else 'no message'}"
-        )
+        raise CorruptVideoError(f"re-encoding ({transform.label}) failed: {lines[-1] if lines else 'no message'}")
 
 
 # --- choosing what to evaluate ---------------------------------------------------------
@@ -136,9 +130,7 @@ def transcode(
 def bundle_groups(training: Mapping[str, Any] | None) -> dict[str, set[str]]:
     """The groups a bundle's training recorded per split (empty sets when unknown)."""
     data = (training or {}).get("data") or {}
-    return {
-        split: set((data.get(split) or {}).get("group_names") or []) for split in ("train", "val", "test")
-    }
+    return {split: set((data.get(split) or {}).get("group_names") or []) for split in ("train", "val", "test")}
 
 
 def select_records(

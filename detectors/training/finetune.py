@@ -282,9 +282,7 @@ def set_trainable(model: torch.nn.Module, config: FinetuneConfig) -> list[str]:
         first = max(0, count - config.unfreeze_last)
         blocks = tuple(f"{prefix}.{i}." for i in range(first, count))
         chosen = {
-            name
-            for name, _ in visual.named_parameters()
-            if name.startswith(blocks) or name.startswith(_HEAD_PREFIXES)
+            name for name, _ in visual.named_parameters() if name.startswith(blocks) or name.startswith(_HEAD_PREFIXES)
         }
     for name, parameter in visual.named_parameters():
         if name in chosen:
@@ -487,9 +485,7 @@ def finetune(
             image = torch.cat(
                 [
                     F.normalize(
-                        model.encode_image(
-                            normalize(frame_set.frames[start : start + config.batch_size])
-                        ).float(),
+                        model.encode_image(normalize(frame_set.frames[start : start + config.batch_size])).float(),
                         dim=-1,
                     )
                     for start in range(0, n, config.batch_size)
@@ -546,9 +542,7 @@ def finetune(
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     partial = weights_path.with_name(weights_path.name + ".partial")
-    save_file(
-        state, str(partial), metadata={"format": SPEC_FORMAT, "architecture": embedder.spec.architecture}
-    )
+    save_file(state, str(partial), metadata={"format": SPEC_FORMAT, "architecture": embedder.spec.architecture})
     os.replace(partial, weights_path)
     digest = sha256_file(weights_path)
     base_spec = embedder.spec

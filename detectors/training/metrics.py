@@ -63,9 +63,7 @@ class Predictions:
 
     def video_vote(self) -> npt.NDArray[np.float64]:
         """Fraction of each video's frames with P(AI) > 0.5."""
-        return _per_video_mean(
-            (self.frame_p_ai > 0.5).astype(np.float64), self.data.video, len(self.data.videos)
-        )
+        return _per_video_mean((self.frame_p_ai > 0.5).astype(np.float64), self.data.video, len(self.data.videos))
 
     def video_pred_ai(self) -> npt.NDArray[np.bool_]:
         vote = self.video_vote()
@@ -82,9 +80,7 @@ class Predictions:
         return result
 
 
-def _per_video_mean(
-    values: npt.NDArray[np.float64], owner: npt.NDArray[np.intp], n: int
-) -> npt.NDArray[np.float64]:
+def _per_video_mean(values: npt.NDArray[np.float64], owner: npt.NDArray[np.intp], n: int) -> npt.NDArray[np.float64]:
     sums = np.bincount(owner, weights=values, minlength=n)
     counts = np.bincount(owner, minlength=n)
     result: npt.NDArray[np.float64] = sums / np.maximum(counts, 1)
@@ -107,9 +103,7 @@ def binary_metrics(
     return {
         "n": len(is_ai),
         "accuracy": _round(accuracy_score(truth, pred)),
-        "balanced_accuracy": _round(0.5 * float(np.mean(pred_ai[is_ai]) + np.mean(~pred_ai[~is_ai])))
-        if both
-        else None,
+        "balanced_accuracy": _round(0.5 * float(np.mean(pred_ai[is_ai]) + np.mean(~pred_ai[~is_ai]))) if both else None,
         "precision": _round(precision_score(truth, pred, pos_label=AI_LABEL, zero_division=0)),
         "recall": _round(recall_score(truth, pred, pos_label=AI_LABEL, zero_division=0)),
         "f1": _round(f1_score(truth, pred, pos_label=AI_LABEL, zero_division=0)),
@@ -121,9 +115,7 @@ def binary_metrics(
     }
 
 
-def calibration_metrics(
-    is_ai: npt.NDArray[np.bool_], p_ai: npt.NDArray[np.float64], bins: int = 10
-) -> dict[str, Any]:
+def calibration_metrics(is_ai: npt.NDArray[np.bool_], p_ai: npt.NDArray[np.float64], bins: int = 10) -> dict[str, Any]:
     """Expected calibration error (equal-width bins), Brier score and the reliability table.
 
     A calibrated score of 0.9 is right about 90% of the time: ECE is the
@@ -207,9 +199,7 @@ def attribution(pred: Predictions) -> dict[str, Any] | None:
         "labels": labels,
         "video_accuracy": _round(accuracy_score(video_class, guessed)) if video_class else None,
         "frame_accuracy": _round(float(np.mean(frame_guess == frame_class))) if len(frame_class) else None,
-        "generator_accuracy_on_ai_videos": _round(
-            float(np.mean([guessed[i] == video_class[i] for i in ai_videos]))
-        )
+        "generator_accuracy_on_ai_videos": _round(float(np.mean([guessed[i] == video_class[i] for i in ai_videos])))
         if ai_videos
         else None,
         "confusion": confusion_matrix(video_class, guessed, labels=labels).tolist() if video_class else [],

@@ -57,15 +57,11 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], title
     ax.set_title(title)
     threshold = data.max() / 2 if data.size else 0
     for (i, j), value in np.ndenumerate(data):
-        ax.text(
-            j, i, f"{int(value)}", ha="center", va="center", color="white" if value > threshold else "black"
-        )
+        ax.text(j, i, f"{int(value)}", ha="center", va="center", color="white" if value > threshold else "black")
     return _save(figure, path)
 
 
-def plot_roc(
-    curves: Mapping[str, Mapping[str, Sequence[float]] | None], aucs: Mapping[str, Any], path: Path
-) -> Path:
+def plot_roc(curves: Mapping[str, Mapping[str, Sequence[float]] | None], aucs: Mapping[str, Any], path: Path) -> Path:
     figure = Figure(figsize=(5, 5))
     ax = figure.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
@@ -127,9 +123,7 @@ def plot_pca(
     for i, name in enumerate(order):
         mask = names == name
         colour = colours[i % len(colours)] if name != REAL_LABEL else "tab:green"
-        ax.scatter(
-            points[mask, 0], points[mask, 1], s=8, alpha=0.6, color=colour, label=f"{name} ({mask.sum()})"
-        )
+        ax.scatter(points[mask, 0], points[mask, 1], s=8, alpha=0.6, color=colour, label=f"{name} ({mask.sum()})")
     ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
     ax.set_title(title)

@@ -71,9 +71,7 @@ def _medians(sampler: FfmpegSampler, path: Path) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/motionguard-measure"))
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)

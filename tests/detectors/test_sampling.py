@@ -275,9 +275,7 @@ def test_short_clip_returns_each_frame_once(videos: VideoCache, sampler: FfmpegS
     assert not np.array_equal(result.frames[1], result.frames[2])
 
 
-def test_clip_just_longer_than_request_reaches_the_last_frame(
-    videos: VideoCache, sampler: FfmpegSampler
-) -> None:
+def test_clip_just_longer_than_request_reaches_the_last_frame(videos: VideoCache, sampler: FfmpegSampler) -> None:
     # 20 frames, 16 wanted: the last bin must land on the last frame, not past it.
     result = sampler.sample(videos.video(frames=20, fps=25), SIZE)
     assert_well_formed(result, 16)

@@ -130,9 +130,7 @@ class NameSampler:
         self.frames = frames
         self.calls: list[str] = []
 
-    def sample(
-        self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest"
-    ) -> SampledFrames:
+    def sample(self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest") -> SampledFrames:
         self.calls.append(str(path))
         if Path(path).name.startswith("bad"):
             raise CorruptVideoError("the video could not be decoded (constructed)")

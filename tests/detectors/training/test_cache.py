@@ -55,9 +55,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     cache = EmbedCache(tmp_path / "cache")
     # One video per model call; Ctrl-C arrives during the third call.
     with pytest.raises(KeyboardInterrupt):
-        embed_dataset(
-            dataset, cache, ColourEmbedder(fail_after=2), NameSampler(), FAKE_IDENTITY, batch_frames=1
-        )
+        embed_dataset(dataset, cache, ColourEmbedder(fail_after=2), NameSampler(), FAKE_IDENTITY, batch_frames=1)
     index = cache.read_index()
     assert not index.complete
     assert index.counts() == {"ok": 2, "error": 0, "pending": 4}

@@ -58,9 +58,7 @@ def test_registering_imports_no_heavy_module() -> None:
         ),
     ],
 )
-def test_usage_errors_exit_3_with_a_message(
-    app: typer.Typer, tmp_path: Path, args: list[str], message: str
-) -> None:
+def test_usage_errors_exit_3_with_a_message(app: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:
     cache = write_constructed_cache(tmp_path / "cache", {"real": 4, "genA": 4})
     filled = [a.format(tmp=tmp_path, cache=cache.root) for a in args]
     result = CliRunner().invoke(app, filled)

@@ -116,9 +116,7 @@ def test_grouped_split_never_leaks_a_group(seed: int) -> None:
     ] + constructed_items({REAL_LABEL: 9, "genA": 6}, group_size=2)  # fmt: skip
     assignment = split_groups(items, SplitConfig(seed=seed, val_fraction=0.15, test_fraction=0.2))
     assert set(assignment) == {i.group for i in items}
-    sides = {
-        split: {i.group for i in items_in(items, assignment, split)} for split in ("train", "val", "test")
-    }
+    sides = {split: {i.group for i in items_in(items, assignment, split)} for split in ("train", "val", "test")}
     assert not sides["train"] & sides["test"]
     assert not sides["train"] & sides["val"]
     assert not sides["val"] & sides["test"]

@@ -43,26 +43,20 @@ def embedded(app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def invoke(app: typer.Typer, args: list[str | Path], expect: int = 0) -> Result:
     result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == expect, (
-        f"{args[0]} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    )
+    assert result.exit_code == expect, f"{args[0]} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
     return result
 
 
 def scan_json(bundle: Path, videos: list[str]) -> list[dict[str, Any]]:
     from detectors.cli import app as core_app
 
-    result = CliRunner().invoke(
-        core_app, ["scan", *videos, "--bundle", str(bundle), "--device", "cpu", "--json"]
-    )
+    result = CliRunner().invoke(core_app, ["scan", *videos, "--bundle", str(bundle), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.slow
-def test_embed_train_evaluate_scan(
-    app: typer.Typer, embedded: tuple[Path, Path, str], tmp_path: Path
-) -> None:
+def test_embed_train_evaluate_scan(app: typer.Typer, embedded: tuple[Path, Path, str], tmp_path: Path) -> None:
     manifest, cache, output = embedded
     bundle, report = tmp_path / "bundle", tmp_path / "report"
     assert "untrained model" in output
@@ -120,9 +114,7 @@ def test_multiclass_head_names_the_generator_end_to_end(
 ) -> None:
     _, cache, _ = embedded
     bundle, report = tmp_path / "bundle", tmp_path / "report"
-    invoke(
-        app, ["train", cache, "--classifier", "svm-multiclass", "--out", bundle, "--test-fraction", "0.35"]
-    )
+    invoke(app, ["train", cache, "--classifier", "svm-multiclass", "--out", bundle, "--test-fraction", "0.35"])
     invoke(app, ["evaluate", bundle, cache, "--report", report, "--device", "cpu", "--no-robustness",
                  "--no-leave-one-out"])  # fmt: skip
     result = json.loads((report / "report.json").read_text())

@@ -96,9 +96,7 @@ def test_finetune_lowers_its_loss_and_scan_loads_the_weights(toy: Dataset, tmp_p
     ]  # fmt: skip
     assert load_weights_spec(result.weights)["weights_sha256"] == spec["weights_sha256"]
     # The embedder loads the weights (and they changed the model).
-    tuned = ClipEmbedder(
-        EmbedderSpec.from_names("MG-Tiny-ViT", "none", weights=str(result.weights), device="cpu")
-    )
+    tuned = ClipEmbedder(EmbedderSpec.from_names("MG-Tiny-ViT", "none", weights=str(result.weights), device="cpu"))
     assert tuned.spec.weights_sha256 == spec["weights_sha256"] and not tuned.untrained
     # ... and so does `scan --model ARCH --pretrained none --weights FILE`.
     from detectors.cli import app
@@ -141,9 +139,7 @@ def test_finetune_lowers_its_loss_and_scan_loads_the_weights(toy: Dataset, tmp_p
     bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert bundle["embedder"]["weights_sha256"] == spec["weights_sha256"]
     assert (tmp_path / "bundle" / "weights.safetensors").is_file()
-    outcome = runner.invoke(
-        app, ["scan", video, "--bundle", str(tmp_path / "bundle"), "--device", "cpu", "--json"]
-    )
+    outcome = runner.invoke(app, ["scan", video, "--bundle", str(tmp_path / "bundle"), "--device", "cpu", "--json"])
     assert outcome.exit_code == 0, outcome.output
     row = json.loads(outcome.stdout.strip().splitlines()[-1])
     assert row["model"]["classifier"] == "svm-linear" and row["model"]["untrained"] is False

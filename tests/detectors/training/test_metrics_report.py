@@ -95,9 +95,7 @@ def test_pca_finds_the_direction_of_largest_variance() -> None:
 
 
 def test_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:
-    pred = predictions(
-        [("genA", [0.9, 0.7]), ("genB", [0.6, 0.8]), (REAL_LABEL, [0.1, 0.3]), (REAL_LABEL, [0.2, 0.6])]
-    )
+    pred = predictions([("genA", [0.9, 0.7]), ("genB", [0.6, 0.8]), (REAL_LABEL, [0.1, 0.3]), (REAL_LABEL, [0.2, 0.6])])
     clean = evaluate_predictions(pred)
     report = {
         "model": {

@@ -49,9 +49,7 @@ def test_two_class_rbf_head_learns_the_constructed_classes(constructed_cache: Em
 
 
 def test_multiclass_head_attributes_generators(constructed_cache: EmbedCache) -> None:
-    trained = train_head(
-        constructed_cache, TrainConfig(classifier="svm-multiclass", split=SPLIT, search=False)
-    )
+    trained = train_head(constructed_cache, TrainConfig(classifier="svm-multiclass", split=SPLIT, search=False))
     head = trained.classifier
     assert list(head.classes_) == ["genA", "genB", REAL_LABEL]
     attribution = trained.summary["validation"]["attribution"]
@@ -69,9 +67,7 @@ def test_other_kernels_train(constructed_cache: EmbedCache, classifier: str) -> 
 
 
 def test_fixed_hyper_parameters_skip_the_search(constructed_cache: EmbedCache) -> None:
-    config = TrainConfig(
-        classifier="svm-rbf", split=SPLIT, search=False, head_params={"C": 3.0, "gamma": 0.5}
-    )
+    config = TrainConfig(classifier="svm-rbf", split=SPLIT, search=False, head_params={"C": 3.0, "gamma": 0.5})
     head = train_head(constructed_cache, config).classifier
     assert head.C == 3.0 and head.gamma == 0.5  # type: ignore[attr-defined]
 
@@ -102,9 +98,7 @@ def test_prompt_head_needs_no_training(constructed_cache: EmbedCache) -> None:
         specs.append(spec)
         return AxisTextEmbedder()
 
-    trained = train_head(
-        constructed_cache, TrainConfig(classifier="prompt", split=SPLIT), text_embedder=text_embedder
-    )
+    trained = train_head(constructed_cache, TrainConfig(classifier="prompt", split=SPLIT), text_embedder=text_embedder)
     assert isinstance(trained.classifier, PromptClassifier)
     assert specs[0].model == "tiny-test"
     assert trained.prompts is not None and REAL_LABEL in trained.prompts
