@@ -107,6 +107,7 @@ class Measurements:
                 "cpu_seconds": timed.cpu_seconds,
                 "frames": frames,
                 "errors": errors,
+                "load_1min_after": load_average()[0],
                 "command": timed.command if size == self.sizes[0] else None,
             }
         )
@@ -160,6 +161,7 @@ def measure(
                 "frames_per_second": FRAMES / median(per_round),
                 "frames_in_large_run": large[0]["frames"],
                 "errors_in_large_run": large[0]["errors"],
+                "load_1min_after_large_runs": [r.get("load_1min_after") for r in large],
                 "command": side.argv([Path(f"VIDEO{i}") for i in range(1, 3)]),
             }
         )

@@ -23,6 +23,8 @@ TARGET_NAIVE = 3.0
 TARGET_FLOOR = 1.25
 TARGET_SAMPLING = 3.0
 TARGET_GPU_L14 = 2500.0
+#: Rounds whose values differ by more than this factor are flagged as disturbed by the load.
+NOISY_SPREAD = 1.3
 
 
 def _load(cache: Path, name: str) -> dict[str, Any] | None:
@@ -79,7 +81,11 @@ def _side(block: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def _rounds(values: list[float]) -> str:
-    return ", ".join(_f(v) for v in values)
+    text = ", ".join(_f(v) for v in values)
+    finite = [v for v in values if v and not math.isnan(v)]
+    if len(finite) > 1 and max(finite) / min(finite) > NOISY_SPREAD:
+        text += "; rounds disagree: the load changed"
+    return text
 
 
 # --- sections -------------------------------------------------------------------------
@@ -263,7 +269,8 @@ def scan_section(data: dict[str, Any] | None) -> list[str]:
             bound = max(floor_wall, (dec["cpu_seconds_per_video"] + model_cpu) / cores)
             excess = side["cpu_seconds_per_video"] - dec["cpu_seconds_per_video"] - model_cpu
             why = (
-                f"; the {_f(excess)} CPU-s over the sum is mostly the model's threads waiting while ffmpeg holds a core"
+                f"; the {_f(excess)} CPU-s over the sum is probably the model's threads spinning while ffmpeg "
+                "holds a core (the floor has no decoder beside it)"
                 if excess > 0.05 * side["cpu_seconds_per_video"]
                 else ""
             )
@@ -306,7 +313,7 @@ def scan_section(data: dict[str, Any] | None) -> list[str]:
             "",
             "Kinds: " + ", ".join(f"{k} ({n})" for k, n in sorted(kinds.items())) + "; 4-12 s, 24/25/30 fps. "
             f"Cost per video = (T({mlarge}) - T({msmall})) / {mlarge - msmall} (the first {msmall} videos hold one "
-            "of each kind), one round.",
+            "of each kind), one round: more exposed to changes of the machine's load than the 720p figures.",
             "",
             "| side | s/video | videos/s | frames/s | CPU s/video | errors |",
             "| --- | --- | --- | --- | --- | --- |",
