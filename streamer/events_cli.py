@@ -70,13 +70,11 @@ def submit(
     producer = _producer(settings)
     topic = settings.topic_uploads
     for item in items:
+        key = f"{video_id_prefix}-{uuid.uuid4().hex[:12]}"
         if raw:
-            key = f"{video_id_prefix}-{uuid.uuid4().hex[:12]}"
             value = item.encode()
         else:
-            key = f"{video_id_prefix}-{uuid.uuid4().hex[:12]}"
-            event = UploadEvent(video_id=key, uri=_as_uri(item), uploaded_at=utc_now(), policy=policy)
-            value = event.to_json()
+            value = UploadEvent(video_id=key, uri=_as_uri(item), uploaded_at=utc_now(), policy=policy).to_json()
         producer.send(topic, key=key.encode(), value=value)
         typer.echo(json.dumps({"video_id": key, "topic": topic, "value": value.decode(errors="replace")}))
     producer.flush(timeout=30)

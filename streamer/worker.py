@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -187,22 +188,17 @@ class MotionGuardWorker:
         s = self.settings
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         credentials: Any = None
+        tls = s.security_protocol in ("SSL", "SASL_SSL")
+        ssl_context = ssl.create_default_context(cafile=s.ssl_cafile or None) if tls else None
         if s.security_protocol.startswith("SASL"):
-            ssl_context = None
-            if s.security_protocol == "SASL_SSL":
-                import ssl
-
-                ssl_context = ssl.create_default_context(cafile=s.ssl_cafile or None)
             credentials = faust.SASLCredentials(
                 username=s.sasl_username,
                 password=s.sasl_password,
                 mechanism=s.sasl_mechanism,
                 ssl_context=ssl_context,
             )
-        elif s.security_protocol == "SSL":
-            import ssl
-
-            credentials = ssl.create_default_context(cafile=s.ssl_cafile or None)
+        elif tls:
+            credentials = ssl_context
         app = faust.App(
             s.app_id,
             broker=s.faust_broker,
