@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import torch
 
 from benchmarks.common import load_average, log, machine, now_utc, save
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, h264_720p_set
+from detectors.errors import MotionGuardError
 
 CONFIGS = ("fp32 eager", "autocast", "autocast + channels_last", "autocast + channels_last + compile")
 
@@ -63,7 +65,15 @@ def tower_throughput(
     configs: list[str],
     min_seconds: float,
     warmup_calls: int,
+    compile_batch_sizes: list[int] | None = None,
+    deadline: float = float("inf"),
 ) -> list[dict[str, Any]]:
+    """Frames/s of ``architecture``'s image tower per (config, batch) point.
+
+    The compiled configuration runs only at ``compile_batch_sizes`` (each new
+    shape recompiles, which costs tens of seconds for ViT-L/14); points past
+    ``deadline`` (a ``time.monotonic()`` value) are recorded as skipped.
+    """
     rows: list[dict[str, Any]] = []
     model, _, _ = open_clip.create_model_and_transforms(architecture, pretrained=None, device=device)
     model.eval()
@@ -81,6 +91,11 @@ def tower_throughput(
         if "compile" in config:
             encode = torch.compile(net.encode_image, dynamic=False)
         for batch in batch_sizes:
+            if "compile" in config and compile_batch_sizes is not None and batch not in compile_batch_sizes:
+                continue
+            if time.monotonic() > deadline:
+                rows.append({"model": architecture, "config": config, "batch": batch, "error": "skipped: time budget"})
+                continue
             x = torch.randn(batch, 3, size, size, device=device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -105,6 +120,12 @@ def tower_throughput(
             except torch.cuda.OutOfMemoryError:
                 rows.append({"model": architecture, "config": config, "batch": batch, "error": "out of memory"})
                 torch.cuda.empty_cache()
+                continue
+            except Exception as e:  # e.g. torch.compile failing on this stack: record it, measure the rest
+                log(f"{architecture} {config} batch {batch}: {type(e).__name__}: {e}")
+                first_line = str(e).splitlines()[0][:160] if str(e) else ""
+                rows.append({"model": architecture, "config": config, "batch": batch,
+                             "error": f"{type(e).__name__}: {first_line}"})  # fmt: skip
                 continue
             row = {
                 "model": architecture,
@@ -135,12 +156,16 @@ def end_to_end(
     workers_list: list[int],
     batch_videos: int,
     model_batch_frames: int,
+    deadline: float = float("inf"),
 ) -> list[dict[str, Any]]:
     from detectors.loading import DetectorOptions, build_detector
     from detectors.sampling import SamplingConfig
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for workers in workers_list:
+        if time.monotonic() > deadline:
+            rows.append({"model": architecture, "decode_workers": workers, "error": "skipped: time budget"})
+            continue
         detector = build_detector(
             DetectorOptions(
                 model=architecture,
@@ -186,6 +211,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="Timed seconds per point.")
     parser.add_argument("--decode-workers", default=None, help="Comma-separated (default: 1,2,4,8 on a GPU).")
     parser.add_argument("--videos", type=int, default=None, help="Videos for the end-to-end part.")
+    parser.add_argument(
+        "--distinct-videos",
+        type=int,
+        default=22,
+        help="How many different corpus videos the end-to-end part cycles through (default 22).",
+    )
+    parser.add_argument(
+        "--compile-batch-sizes",
+        default=None,
+        help="Batch sizes for the torch.compile configuration (default: all of --batch-sizes).",
+    )
+    parser.add_argument(
+        "--e2e-models", default=None, help="Models for the end-to-end part (default: --models on a GPU)."
+    )
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=None,
+        help="Stop starting new points after this long; what ran is still saved.",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("detectors").setLevel(logging.ERROR)
@@ -206,47 +251,63 @@ def main(argv: list[str] | None = None) -> None:
     configs = list(CONFIGS)
     if args.no_compile or (not on_gpu and args.quick):
         configs = [c for c in configs if "compile" not in c]
+    compile_batches = [int(b) for b in args.compile_batch_sizes.split(",")] if args.compile_batch_sizes else None
+    deadline = time.monotonic() + args.budget_seconds if args.budget_seconds else float("inf")
     started_at, load_start = now_utc(), load_average()
     log(f"gpu_bench on {device} ({torch.cuda.get_device_name(device) if on_gpu else 'CPU'}), models {models}")
-
-    tower = []
-    for architecture in models:
-        # On the CPU ViT-L/14 is slow: one small batch size and no compile keep the smoke run short.
-        arch_batches = batch_sizes if on_gpu or architecture == models[0] else batch_sizes[:1]
-        arch_configs = configs if on_gpu or architecture == models[0] else configs[:2]
-        tower += tower_throughput(architecture, device, arch_batches, arch_configs, seconds, warmup)
-
-    corpus = Corpus(args.cache_dir / "corpus")
-    count = args.videos or (64 if on_gpu else 4)
-    videos = h264_720p_set(corpus, min(count, 22))
-    videos = [videos[i % len(videos)] for i in range(count)]
-    cores = os.cpu_count() or 1
-    default_workers = [w for w in (1, 2, 4, 8, 16) if w <= cores] if on_gpu else [1, 2]
-    workers_list = [int(w) for w in args.decode_workers.split(",")] if args.decode_workers else default_workers
-    e2e = []
-    for architecture in models if on_gpu else models[:1]:
-        e2e += end_to_end(architecture, device, videos, workers_list, batch_videos=16 if on_gpu else 2,
-                          model_batch_frames=256 if on_gpu else 64)  # fmt: skip
 
     info = machine()
     if on_gpu:
         info["cuda"] = torch.version.cuda
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 1024**3, 1)
-    save(
-        "gpu" if on_gpu else "gpu-cpu",
-        {
-            "started_at": started_at,
-            "load_average_start": load_start,
-            "machine": info,
-            "device": str(device),
-            "command": "python -m benchmarks.gpu_bench"
-            + ("" if on_gpu else " --device cpu")
-            + (" --quick" if args.quick else ""),
-            "tower": tower,
-            "end_to_end": e2e,
-        },
-        args.cache_dir,
-    )
+    command = "python -m benchmarks.gpu_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def report(tower: list[dict[str, Any]], e2e: list[dict[str, Any]]) -> None:
+        """Save what ran so far (a run cut short still leaves its figures)."""
+        save(
+            "gpu" if on_gpu else "gpu-cpu",
+            {
+                "started_at": started_at,
+                "load_average_start": load_start,
+                "machine": info,
+                "device": str(device),
+                "command": command.strip(),
+                "tower": tower,
+                "end_to_end": e2e,
+            },
+            args.cache_dir,
+        )
+
+    tower: list[dict[str, Any]] = []
+    for architecture in models:
+        # On the CPU ViT-L/14 is slow: one small batch size and no compile keep the smoke run short.
+        arch_batches = batch_sizes if on_gpu or architecture == models[0] else batch_sizes[:1]
+        arch_configs = configs if on_gpu or architecture == models[0] else configs[:2]
+        tower += tower_throughput(
+            architecture, device, arch_batches, arch_configs, seconds, warmup, compile_batches, deadline
+        )
+        report(tower, [])
+
+    corpus = Corpus(args.cache_dir / "corpus")
+    count = args.videos or (64 if on_gpu else 4)
+    videos = h264_720p_set(corpus, min(count, args.distinct_videos))
+    videos = [videos[i % len(videos)] for i in range(count)]
+    cores = os.cpu_count() or 1
+    default_workers = [w for w in (1, 2, 4, 8, 16) if w <= cores] if on_gpu else [1, 2]
+    workers_list = [int(w) for w in args.decode_workers.split(",")] if args.decode_workers else default_workers
+    e2e: list[dict[str, Any]] = []
+    e2e_models = [m for m in args.e2e_models.split(",") if m] if args.e2e_models else models if on_gpu else models[:1]
+    for architecture in e2e_models:
+        try:
+            e2e += end_to_end(architecture, device, videos, workers_list, batch_videos=16 if on_gpu else 2,
+                              model_batch_frames=256 if on_gpu else 64, deadline=deadline)  # fmt: skip
+        except MotionGuardError as e:  # e.g. no ffmpeg on the GPU machine: keep the tower figures
+            log(f"end to end {architecture}: {e.code}: {e.message}")
+            e2e.append({"model": architecture, "error": f"{e.code}: {e.message}"})
+        except Exception as e:
+            log(f"end to end {architecture}: {type(e).__name__}: {e}")
+            e2e.append({"model": architecture, "error": f"{type(e).__name__}: {str(e)[:160]}"})
+        report(tower, e2e)
 
 
 if __name__ == "__main__":

@@ -119,3 +119,14 @@ class SourceUnavailableError(SourceError):
 
 class DatasetError(MotionGuardError):
     code = "dataset_error"
+
+
+class InternalError(MotionGuardError):
+    """An unexpected failure while processing one input (a bug or a runtime fault).
+
+    The worker turns it into an error verdict and a dead-letter record, so the
+    event can be replayed once the cause is fixed, instead of stalling its
+    partition.
+    """
+
+    code = "internal_error"

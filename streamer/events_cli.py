@@ -201,6 +201,8 @@ def worker(
                     max_file_bytes=settings.max_file_bytes,
                     max_duration_seconds=settings.max_duration_seconds,
                     timeout_seconds=settings.ffmpeg_timeout_seconds,
+                    decoder_threads=settings.decoder_threads,
+                    skip_non_reference=settings.skip_non_reference,
                 ),
             )
         )

@@ -63,6 +63,11 @@ class WorkerSettings:
     """... gathered for at most this long."""
     decode_workers: int = 2
     """Threads running ffmpeg (each ffmpeg is its own process)."""
+    decoder_threads: int = 2
+    """Decoding threads inside each ffmpeg; ``decode_workers`` x this is about the cores decoding uses."""
+    skip_non_reference: bool = False
+    """Decode only H.264/H.265 reference frames when sampling (about a third less decoding with B-frames;
+    each sampled frame may then be one to three frames later than its exact time)."""
 
     # --- sources (URIs) ----------------------------------------------------------
     allowed_roots: tuple[str, ...] = ()
@@ -98,6 +103,8 @@ class WorkerSettings:
             raise ValueError("batch_window_ms must be >= 0")
         if self.decode_workers < 1:
             raise ValueError("decode_workers must be >= 1")
+        if self.decoder_threads < 1:
+            raise ValueError("decoder_threads must be >= 1")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ValueError(f"security_protocol {self.security_protocol!r} is not one Kafka knows")
         if self.topic_partitions < 1:

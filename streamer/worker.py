@@ -37,7 +37,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from detectors.errors import MotionGuardError
+from detectors.errors import InternalError, MotionGuardError
 from detectors.pipeline import Detector, ScanResult
 from detectors.types import FloatArray, SampledFrames
 from streamer.metrics import WorkerMetrics, label_outcome
@@ -233,8 +233,13 @@ class MotionGuardWorker:
         self.counted_labels = app.Table("counted-labels", default=None, partitions=s.topic_partitions)
 
         async def score_uploads(stream: faust.StreamT[bytes]) -> None:
-            async for event in stream.events():
+            # Manual acks: an event is acknowledged only once its outcome is on Kafka.
+            # With automatic acks Faust also acks an event whose actor was cancelled
+            # mid-processing (when it closes the stream's generator on shutdown).
+            manual = stream.noack()
+            async for event in manual.events():
                 await self.handle_upload(event.key, event.value)
+                await manual.ack(event)
 
         async def join_labels(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
@@ -245,6 +250,7 @@ class MotionGuardWorker:
         app.timer(5.0, name="consumer-lag")(self._update_lag)
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            guard_skipped_acks(app.consumer, topics.uploads)
             self.assigned = True
             self.metrics.ready.set(1)
             logger.info("partitions assigned: %d", len(args[0]) if args else 0)
@@ -304,48 +310,61 @@ class MotionGuardWorker:
         return _Prepared(upload, frames, fetched - started, time.perf_counter() - fetched)
 
     async def handle_upload(self, key: bytes | None, raw: bytes | None) -> None:
+        """Bring one upload event to exactly one outcome on Kafka; raises only when cancelled.
+
+        Bad input becomes an error verdict plus a dead-letter record; so does an
+        unexpected failure (as ``internal_error``), because an event that never
+        gets an outcome would hold back its partition's committed offset forever.
+        """
         logger.debug("upload event received, key %r", key)
         received = utc_now()
         started = time.perf_counter()
         self.metrics.in_flight.inc()
+        upload: UploadEvent | None = None
         try:
             try:
                 upload = UploadEvent.parse(raw)
-            except EventError as e:
-                await self._fail(guess_video_id(raw, key), None, raw, e, received, started)
-                return
-            try:
-                loop = asyncio.get_running_loop()
-                prepared = await loop.run_in_executor(self.decode_pool, self._prepare, upload)
+                result = await self._score(upload)
             except MotionGuardError as e:
-                await self._fail(upload.video_id, upload, raw, e, received, started)
+                video_id = upload.video_id if upload else guess_video_id(raw, key)
+                await self._fail(video_id, upload, raw, e, received, started)
                 return
-            self.metrics.stage_seconds.labels(stage="fetch").observe(prepared.fetch_seconds)
-            self.metrics.stage_seconds.labels(stage="decode").observe(prepared.decode_seconds)
-            embed_started = time.perf_counter()
-            embeddings = await self.batcher.embed(prepared.frames)
-            embed_seconds = time.perf_counter() - embed_started
-            classify_started = time.perf_counter()
-            policy = self.detector.policy(upload.policy)
-            score = self.detector.decide(prepared.frames, embeddings, policy)
-            classify_seconds = time.perf_counter() - classify_started
-            self.metrics.stage_seconds.labels(stage="classify").observe(classify_seconds)
-            result = ScanResult(
-                source=upload.uri,
-                model=self.detector.model,
-                score=score,
-                policy=policy.name,
-                duration_seconds=prepared.frames.probe.duration_seconds,
-                timings_ms={
-                    "fetch": prepared.fetch_seconds * 1000,
-                    "sample": prepared.decode_seconds * 1000,
-                    "embed": embed_seconds * 1000,
-                    "classify": classify_seconds * 1000,
-                },
-            )
+            except Exception as e:
+                video_id = upload.video_id if upload else guess_video_id(raw, key)
+                logger.exception("video %s: unexpected failure", video_id or "?")
+                error = InternalError(f"unexpected {type(e).__name__} while processing: {e}")
+                await self._fail(video_id, upload, raw, error, received, started)
+                return
             await self._deliver(upload.video_id, upload, result, received, started)
         finally:
             self.metrics.in_flight.dec()
+
+    async def _score(self, upload: UploadEvent) -> ScanResult:
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self.decode_pool, self._prepare, upload)
+        self.metrics.stage_seconds.labels(stage="fetch").observe(prepared.fetch_seconds)
+        self.metrics.stage_seconds.labels(stage="decode").observe(prepared.decode_seconds)
+        embed_started = time.perf_counter()
+        embeddings = await self.batcher.embed(prepared.frames)
+        embed_seconds = time.perf_counter() - embed_started
+        classify_started = time.perf_counter()
+        policy = self.detector.policy(upload.policy)
+        score = self.detector.decide(prepared.frames, embeddings, policy)
+        classify_seconds = time.perf_counter() - classify_started
+        self.metrics.stage_seconds.labels(stage="classify").observe(classify_seconds)
+        return ScanResult(
+            source=upload.uri,
+            model=self.detector.model,
+            score=score,
+            policy=policy.name,
+            duration_seconds=prepared.frames.probe.duration_seconds,
+            timings_ms={
+                "fetch": prepared.fetch_seconds * 1000,
+                "sample": prepared.decode_seconds * 1000,
+                "embed": embed_seconds * 1000,
+                "classify": classify_seconds * 1000,
+            },
+        )
 
     async def _fail(
         self,
@@ -453,6 +472,33 @@ class MotionGuardWorker:
     def close(self) -> None:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def guard_skipped_acks(consumer: Any, topic: str) -> None:
+    """Stop Faust from committing offsets of ``topic``'s events that no actor was handed.
+
+    faust-streaming's stream acknowledges the events it *skips* -- those fetched
+    before a rebalance (stale generation) or while flow control is suspended --
+    so that lag does not grow.  Their offsets then count as done and can be
+    committed, and since the consumer seeks to the committed offset after the
+    rebalance, those events would never be processed: a lost verdict.  An event
+    handed to an actor is always *tracked* first, so an untracked event of
+    ``topic`` reaching ``ack`` was skipped: mark it acknowledged (nothing waits
+    for it) but leave its offset uncommitted, so it is fetched again after the
+    seek.  Idempotent.
+    """
+    if getattr(consumer, "_motionguard_ack_guard", False):
+        return
+    faust_ack = consumer.ack
+
+    def ack(message: Any) -> bool:
+        if message.topic == topic and not message.tracked:
+            message.acked = True
+            return False
+        return bool(faust_ack(message))
+
+    consumer.ack = ack
+    consumer._motionguard_ack_guard = True
 
 
 def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> list[str]:

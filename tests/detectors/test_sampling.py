@@ -403,6 +403,33 @@ def test_keyframe_seek_returns_keyframes(videos: VideoCache) -> None:
     np.testing.assert_allclose(result.timestamps_seconds, [0.0, 1.0, 2.0, 3.0], atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["sequential", "seek"])
+def test_skipping_non_reference_frames_moves_each_frame_to_the_next_reference_frame(
+    videos: VideoCache, mode: str
+) -> None:
+    # I B B P B B P ...: with no B-pyramid every B-frame is a non-reference frame.
+    fps = 25
+    path = videos.video(seconds=2, fps=fps, gop=50, extra_args=("-bf", "2", "-x264-params", "b-pyramid=none"))
+    exact = FfmpegSampler(replace(DECODE_MODES[mode], frames=8)).sample(path, SIZE)
+    skipping = FfmpegSampler(replace(DECODE_MODES[mode], frames=8, skip_non_reference=True)).sample(path, SIZE)
+    assert_well_formed(skipping, 8)
+    delay = skipping.timestamps_seconds - exact.timestamps_seconds
+    # Each frame is the first reference frame at or after the exact one: at most two B-frames later.
+    assert np.all(delay >= -1e-6)
+    assert np.all(delay <= 2.0 / fps + 1e-6)
+    assert np.any(delay > 0.5 / fps), "some targets land on B-frames, which must have been skipped"
+    frame_index = np.rint(skipping.timestamps_seconds * fps).astype(int)
+    assert np.all(frame_index % 3 == 0), f"only I- and P-frames (every third) are decoded: {frame_index}"
+
+
+def test_skipping_non_reference_frames_keeps_every_frame_when_all_are_wanted(videos: VideoCache) -> None:
+    path = videos.video(frames=12, fps=25, extra_args=("-bf", "2", "-x264-params", "b-pyramid=none"))
+    config = SamplingConfig(frames=12, skip_non_reference=True)
+    result = FfmpegSampler(config).sample(path, SIZE)
+    assert_well_formed(result, 12)
+    np.testing.assert_allclose(result.timestamps_seconds, np.arange(12) / 25, atol=1e-6)
+
+
 # --- bad inputs -------------------------------------------------------------------------
 
 

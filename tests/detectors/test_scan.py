@@ -143,18 +143,51 @@ def test_segments_show_a_video_whose_second_half_differs(videos: VideoCache, tin
     assert detector.scan(videos.video(seconds=1, source="color=blue")).verdict == "ai_generated"
 
 
+def prompt_detector(embedder: ClipEmbedder) -> Detector:
+    """A frame-to-prompt detector on ``embedder`` sampling 4 frames."""
+    from detectors.prompts import fit_prompt_classifier
+
+    return Detector(
+        sampler=FfmpegSampler(SamplingConfig(frames=4)),
+        embedder=embedder,
+        classifier=fit_prompt_classifier(embedder),
+        model=ModelInfo("test", "test@1", "prompt", embedder.describe(), untrained=True),
+    )
+
+
 def test_scan_many_keeps_order_and_isolates_failures(
     mixed_inputs: dict[str, tuple[Path, str | None]], tiny_embedder: ClipEmbedder
 ) -> None:
-    from detectors.prompts import fit_prompt_classifier
-
-    detector = Detector(
-        sampler=FfmpegSampler(SamplingConfig(frames=4)),
-        embedder=tiny_embedder,
-        classifier=fit_prompt_classifier(tiny_embedder),
-        model=ModelInfo("test", "test@1", "prompt", tiny_embedder.describe(), untrained=True),
-    )
+    detector = prompt_detector(tiny_embedder)
     paths = [path for path, _ in mixed_inputs.values()]
     results = list(detector.scan_many(paths, prefetch=3))
     assert [r.source for r in results] == [str(p) for p in paths]
     assert [None if r.ok else r.error.code for r in results] == [code for _, code in mixed_inputs.values()]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("batch_videos", "decode_workers"), [(1, 1), (3, 1), (3, 3), (8, 2)])
+def test_batched_multi_video_scanning_matches_one_video_at_a_time(
+    mixed_inputs: dict[str, tuple[Path, str | None]],
+    tiny_embedder: ClipEmbedder,
+    batch_videos: int,
+    decode_workers: int,
+) -> None:
+    """Frames of several videos in one model call, decoded by several workers, score as if alone."""
+    detector = prompt_detector(tiny_embedder)
+    paths = [path for path, _ in mixed_inputs.values()] * 2
+    alone = [detector.scan(p) for p in paths]
+    batched = list(detector.scan_many(paths, decode_workers=decode_workers, batch_videos=batch_videos))
+    assert [r.source for r in batched] == [str(p) for p in paths]
+    for one, many in zip(alone, batched, strict=True):
+        assert (one.error.code if one.error else None) == (many.error.code if many.error else None)
+        if one.score is not None:
+            assert many.score is not None
+            assert many.score.frames_scored == one.score.frames_scored
+            assert many.score.score == pytest.approx(one.score.score, abs=1e-5)
+            assert many.verdict == one.verdict
+
+
+def test_scan_many_rejects_a_batch_of_no_videos(tiny_embedder: ClipEmbedder) -> None:
+    detector = prompt_detector(tiny_embedder)
+    with pytest.raises(ValueError, match="batch_videos"):
+        list(detector.scan_many([], batch_videos=0))

@@ -40,6 +40,8 @@ def test_a_misspelled_variable_is_an_error() -> None:
         {"MOTIONGUARD_ALLOW_PRIVATE_ADDRESSES": "perhaps"},
         {"MOTIONGUARD_BATCH_MAX_EVENTS": "0"},
         {"MOTIONGUARD_SECURITY_PROTOCOL": "SASL_TLS"},
+        {"MOTIONGUARD_DECODER_THREADS": "0"},
+        {"MOTIONGUARD_SKIP_NON_REFERENCE": "sometimes"},
     ],
 )
 def test_bad_values_are_errors(env: dict[str, str]) -> None:

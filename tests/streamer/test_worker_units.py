@@ -1,0 +1,102 @@
+"""Worker pieces that need no broker: the skipped-ack guard and the catch-all error verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detectors.loading import DetectorOptions, build_detector
+from detectors.types import SampledFrames
+from streamer.settings import WorkerSettings
+from streamer.worker import MotionGuardWorker, guard_skipped_acks
+from tests.videofactory import make_video
+
+
+@dataclass
+class FakeMessage:
+    topic: str
+    offset: int
+    tracked: bool
+    acked: bool = False
+
+
+class RecordingConsumer:
+    """Stands in for Faust's consumer: records which offsets would count as done."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, int]] = []
+
+    def ack(self, message: Any) -> bool:
+        message.acked = True
+        self.recorded.append((message.topic, message.offset))
+        return True
+
+
+def test_skipped_upload_events_are_acknowledged_but_never_counted_as_done() -> None:
+    consumer = RecordingConsumer()
+    guard_skipped_acks(consumer, "uploads")
+    guard_skipped_acks(consumer, "uploads")  # idempotent: a second rebalance must not wrap twice
+
+    handed = FakeMessage("uploads", 7, tracked=True)
+    skipped = FakeMessage("uploads", 8, tracked=False)
+    label = FakeMessage("labels", 3, tracked=False)
+
+    assert consumer.ack(handed) is True
+    assert consumer.ack(skipped) is False
+    assert consumer.ack(label) is True
+
+    assert skipped.acked, "nothing may wait for a skipped event"
+    assert consumer.recorded == [("uploads", 7), ("labels", 3)], "a skipped upload's offset must not be committed"
+
+
+@pytest.fixture(scope="module")
+def detector() -> Any:
+    return build_detector(DetectorOptions(model="tiny-test", pretrained="none", device="cpu", frames=2))
+
+
+def make_worker(detector: Any, root: Path) -> tuple[MotionGuardWorker, list[tuple[str, Any, bytes]]]:
+    settings = WorkerSettings(allowed_roots=(str(root),), data_dir=str(root / "data"), worker_name="unit")
+    worker = MotionGuardWorker(settings, detector)
+    sent: list[tuple[str, Any, bytes]] = []
+
+    async def send(topic: Any, key: str | None, value: bytes) -> None:
+        sent.append((topic.get_topic_name(), key, value))
+
+    worker._send = send  # type: ignore[method-assign]
+    # The predictions table is Faust state that only exists inside a running agent.
+    worker.predictions = {}  # type: ignore[assignment]
+    worker.waiting_labels = {}  # type: ignore[assignment]
+    return worker, sent
+
+
+def test_an_unexpected_model_failure_becomes_an_error_verdict_and_a_dead_letter(detector: Any, tmp_path: Path) -> None:
+    video = make_video(tmp_path / "ok.mp4", codec="h264", seconds=1.0, width=64, height=48, fps=10)
+    worker, sent = make_worker(detector, tmp_path)
+
+    def exploding_model(batch: list[SampledFrames]) -> list[Any]:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    worker.batcher.embed_many = exploding_model
+    event = json.dumps({"video_id": "v-1", "uri": video.as_uri()}).encode()
+    try:
+        asyncio.run(worker.handle_upload(b"v-1", event))  # must not raise: the partition would stall
+    finally:
+        worker.close()
+
+    settings = worker.settings
+    by_topic = {topic: (key, json.loads(value)) for topic, key, value in sent}
+    assert set(by_topic) == {settings.topics.verdicts, settings.topics.dead_letters}
+    key, verdict = by_topic[settings.topics.verdicts]
+    assert key == "v-1"
+    assert verdict["verdict"] == "error"
+    assert verdict["error"]["code"] == "internal_error"
+    assert "illegal memory access" in verdict["error"]["message"]
+    _, dead_letter = by_topic[settings.topics.dead_letters]
+    assert dead_letter["reason"] == "internal_error"
+    assert dead_letter["original"] == event.decode()
+    assert worker.metrics.in_flight._value.get() == 0
