@@ -14,10 +14,34 @@ def _ffmpeg(*args: str) -> None:
 def main(out_dir: str) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=4",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out / "walk-h264.mp4"))
-    _ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=320x320:rate=15", "-t", "3",
-            "-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "40", "-deadline", "realtime", str(out / "dance-vp9.webm"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=4",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(out / "walk-h264.mp4"),
+    )
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "mandelbrot=size=320x320:rate=15",
+        "-t",
+        "3",
+        "-c:v",
+        "libvpx-vp9",
+        "-b:v",
+        "0",
+        "-crf",
+        "40",
+        "-deadline",
+        "realtime",
+        str(out / "dance-vp9.webm"),
+    )
     _ffmpeg("-f", "lavfi", "-i", "life=size=200x200:rate=10:mold=10", "-t", "2", str(out / "wave.gif"))
     (out / "notes.txt").write_text("this is not a video\n", encoding="utf-8")
     data = (out / "walk-h264.mp4").read_bytes()
