@@ -12,7 +12,10 @@ Flow per upload event (``video-uploads``, at-least-once)::
   to ``batch_max_events`` videos or ``batch_window_ms`` milliseconds.
 * Decoding and inference run in thread pools, never on the event loop, so
   heartbeats and the web endpoints stay responsive.
-* An event is acknowledged only after its outcome was delivered to Kafka.  A
+* An event is acknowledged only after its outcome was delivered to Kafka, and
+  each partition's events in offset order (:class:`OffsetOrderedAcks`), so a
+  committed offset never passes an event still in flight; events Faust skips
+  around a rebalance are never committed (:func:`guard_skipped_acks`).  A
   killed worker leaves its in-flight events unacknowledged: the next worker
   processes them again, so a ``video_id`` can get a verdict twice (verdicts are
   keyed by ``video_id``: consumers keep the last) but never zero times.
@@ -24,6 +27,7 @@ Flow per upload event (``video-uploads``, at-least-once)::
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import ssl
@@ -32,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -55,6 +59,8 @@ from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy, fetch_with_retries
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SEND_RETRY_MAX_SECONDS = 30.0
 
@@ -132,6 +138,50 @@ class ModelBatcher:
                     item.future.set_result(embeddings)
 
 
+class OffsetOrderedAcks(Generic[T]):
+    """Releases each partition's events for acknowledgement in offset order, once done.
+
+    Actors finish events out of order, but faust-streaming 0.15.3 commits the
+    run of consecutive acknowledged offsets that starts at the *lowest*
+    acknowledged one without checking that it follows the committed offset
+    (never before a partition's first commit, off by one after it): with
+    offsets 5 and 6 acknowledged and 4 still in flight it commits 7, and a
+    crash then loses event 4.  Acknowledging only a done prefix of the handed
+    events keeps Faust's acknowledged offsets contiguous with its committed one.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[Any, list[tuple[int, int, T]]] = {}
+        self._done: set[int] = set()
+        self._sequence = 0
+
+    def handed(self, partition: Any, offset: int, item: T) -> None:
+        """Register ``item`` (at ``offset`` of ``partition``) as handed to an actor."""
+        self._sequence += 1
+        bisect.insort(self._pending.setdefault(partition, []), (offset, self._sequence, item), key=lambda e: e[:2])
+
+    def done(self, partition: Any, offset: int, item: T) -> list[T]:
+        """Mark ``item`` done; return the items that may now be acknowledged, in offset order."""
+        pending = self._pending.get(partition, [])
+        for _, sequence, candidate in pending:
+            if candidate is item:
+                self._done.add(sequence)
+                break
+        else:
+            raise KeyError(f"{partition}@{offset} was never handed")
+        ready = []
+        while pending and pending[0][1] in self._done:
+            _, sequence, head = pending.pop(0)
+            self._done.discard(sequence)
+            ready.append(head)
+        if not pending:
+            self._pending.pop(partition, None)
+        return ready
+
+    def in_flight(self) -> int:
+        return sum(len(p) for p in self._pending.values())
+
+
 @dataclass
 class _Prepared:
     upload: UploadEvent
@@ -172,6 +222,7 @@ class MotionGuardWorker:
             window_seconds=settings.batch_window_ms / 1000.0,
         )
         self.assigned = False
+        self.acks: OffsetOrderedAcks[Any] = OffsetOrderedAcks()
         self._lag_partitions: set[str] = set()
         model = detector.model
         self.metrics.model_info.labels(
@@ -233,13 +284,16 @@ class MotionGuardWorker:
         self.counted_labels = app.Table("counted-labels", default=None, partitions=s.topic_partitions)
 
         async def score_uploads(stream: faust.StreamT[bytes]) -> None:
-            # Manual acks: an event is acknowledged only once its outcome is on Kafka.
-            # With automatic acks Faust also acks an event whose actor was cancelled
-            # mid-processing (when it closes the stream's generator on shutdown).
+            # Manual acks: an event is acknowledged only once its outcome is on Kafka, and
+            # in offset order per partition (see OffsetOrderedAcks). With automatic acks
+            # Faust also acks an event whose actor was cancelled mid-processing.
             manual = stream.noack()
             async for event in manual.events():
+                message = event.message
+                self.acks.handed(message.tp, message.offset, event)
                 await self.handle_upload(event.key, event.value)
-                await manual.ack(event)
+                for ready in self.acks.done(message.tp, message.offset, event):
+                    await manual.ack(ready)
 
         async def join_labels(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():

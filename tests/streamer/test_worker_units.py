@@ -13,7 +13,7 @@ import pytest
 from detectors.loading import DetectorOptions, build_detector
 from detectors.types import SampledFrames
 from streamer.settings import WorkerSettings
-from streamer.worker import MotionGuardWorker, guard_skipped_acks
+from streamer.worker import MotionGuardWorker, OffsetOrderedAcks, guard_skipped_acks
 from tests.videofactory import make_video
 
 
@@ -52,6 +52,35 @@ def test_skipped_upload_events_are_acknowledged_but_never_counted_as_done() -> N
 
     assert skipped.acked, "nothing may wait for a skipped event"
     assert consumer.recorded == [("uploads", 7), ("labels", 3)], "a skipped upload's offset must not be committed"
+
+
+def test_events_are_released_for_acknowledgement_in_offset_order_per_partition() -> None:
+    acks: OffsetOrderedAcks[object] = OffsetOrderedAcks()
+    event = {offset: object() for offset in (4, 5, 6, 9)}
+    for offset in (4, 5, 6):
+        acks.handed("p0", offset, event[offset])
+    acks.handed("p1", 9, event[9])
+    # 5 and 6 finish first: acknowledging them would let Faust commit 7 while 4 is still in flight.
+    assert acks.done("p0", 6, event[6]) == []
+    assert acks.done("p0", 5, event[5]) == []
+    assert acks.done("p1", 9, event[9]) == [event[9]], "partitions are independent"
+    assert acks.in_flight() == 3
+    assert acks.done("p0", 4, event[4]) == [event[4], event[5], event[6]]
+    assert acks.in_flight() == 0
+
+
+def test_a_refetched_offset_waits_for_its_earlier_copy() -> None:
+    """After a rebalance the same offset can be handed again while the first copy is still running."""
+    acks: OffsetOrderedAcks[object] = OffsetOrderedAcks()
+    first, second, after = object(), object(), object()
+    acks.handed("p0", 3, first)
+    acks.handed("p0", 3, second)
+    acks.handed("p0", 4, after)
+    assert acks.done("p0", 3, second) == []
+    assert acks.done("p0", 4, after) == []
+    assert acks.done("p0", 3, first) == [first, second, after]
+    with pytest.raises(KeyError):
+        acks.done("p0", 8, object())
 
 
 @pytest.fixture(scope="module")
