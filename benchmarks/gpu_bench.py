@@ -41,6 +41,14 @@ from benchmarks.common import load_average, log, machine, now_utc, save
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, h264_720p_set
 from detectors.errors import MotionGuardError
 
+#: End-to-end sampling variants: exact frames (the default); H.264/H.265 non-reference frames skipped;
+#: nearest keyframes by seeking (cheapest to decode, fewer distinct frames when keyframes are sparse).
+SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
+    "exact": {},
+    "noref": {"skip_non_reference": True},
+    "keyframe": {"seek": "keyframe", "sequential_max_frames": 0},
+}
+
 CONFIGS = ("fp32 eager", "autocast", "autocast + channels_last", "autocast + channels_last + compile")
 
 
@@ -157,6 +165,7 @@ def end_to_end(
     batch_videos: int,
     model_batch_frames: int,
     deadline: float = float("inf"),
+    sampling: str = "exact",
 ) -> list[dict[str, Any]]:
     from detectors.loading import DetectorOptions, build_detector
     from detectors.sampling import SamplingConfig
@@ -173,7 +182,7 @@ def end_to_end(
                 device=device.type,  # type: ignore[arg-type]
                 frames=8,
                 batch_size=model_batch_frames,
-                sampling=SamplingConfig(decoder_threads=1 if workers > 1 else 2),
+                sampling=SamplingConfig(decoder_threads=1 if workers > 1 else 2, **SAMPLING_VARIANTS[sampling]),
             )
         )
         list(detector.scan_many(videos[:2], decode_workers=workers, batch_videos=batch_videos))  # warm-up
@@ -186,6 +195,7 @@ def end_to_end(
         rows.append(
             {
                 "model": architecture,
+                "sampling": sampling,
                 "decode_workers": workers,
                 "batch_videos": batch_videos,
                 "videos": len(results),
@@ -196,7 +206,7 @@ def end_to_end(
                 "frames_per_second": frames / seconds,
             }
         )
-        log(f"end to end {architecture} with {workers} decode workers: {frames / seconds:.1f} frames/s, "
+        log(f"end to end {architecture} ({sampling}) with {workers} decode workers: {frames / seconds:.1f} frames/s, "
             f"{len(results) / seconds:.2f} videos/s")  # fmt: skip
     return rows
 
@@ -231,8 +241,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="Stop starting new points after this long; what ran is still saved.",
     )
+    parser.add_argument(
+        "--e2e-sampling",
+        default="exact",
+        help=f"Comma-separated sampling variants for the end-to-end part, of {sorted(SAMPLING_VARIANTS)}.",
+    )
+    parser.add_argument("--skip-tower", action="store_true", help="Only the end-to-end part.")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    variants = [v for v in args.e2e_sampling.split(",") if v]
+    unknown = set(variants) - set(SAMPLING_VARIANTS)
+    if unknown:
+        parser.error(f"unknown --e2e-sampling {sorted(unknown)}; choose from {sorted(SAMPLING_VARIANTS)}")
     logging.getLogger("detectors").setLevel(logging.ERROR)
 
     if args.device == "auto":
@@ -279,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     tower: list[dict[str, Any]] = []
-    for architecture in models:
+    for architecture in [] if args.skip_tower else models:
         # On the CPU ViT-L/14 is slow: one small batch size and no compile keep the smoke run short.
         arch_batches = batch_sizes if on_gpu or architecture == models[0] else batch_sizes[:1]
         arch_configs = configs if on_gpu or architecture == models[0] else configs[:2]
@@ -297,10 +317,11 @@ def main(argv: list[str] | None = None) -> None:
     workers_list = [int(w) for w in args.decode_workers.split(",")] if args.decode_workers else default_workers
     e2e: list[dict[str, Any]] = []
     e2e_models = [m for m in args.e2e_models.split(",") if m] if args.e2e_models else models if on_gpu else models[:1]
-    for architecture in e2e_models:
+    for architecture, variant in [(a, v) for a in e2e_models for v in variants]:
         try:
             e2e += end_to_end(architecture, device, videos, workers_list, batch_videos=16 if on_gpu else 2,
-                              model_batch_frames=256 if on_gpu else 64, deadline=deadline)  # fmt: skip
+                              model_batch_frames=256 if on_gpu else 64, deadline=deadline,
+                              sampling=variant)  # fmt: skip
         except MotionGuardError as e:  # e.g. no ffmpeg on the GPU machine: keep the tower figures
             log(f"end to end {architecture}: {e.code}: {e.message}")
             e2e.append({"model": architecture, "error": f"{e.code}: {e.message}"})
