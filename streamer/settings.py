@@ -94,6 +94,8 @@ class WorkerSettings:
     web_port: int = 6066
     accuracy_window: int = 500
     """Moderator labels in the rolling accuracy ratio."""
+    label_join_days: int = 30
+    """How long a verdict waits for its moderator label (and a label for its verdict); older ones are forgotten."""
     worker_name: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "motionguard-worker"))
 
     def __post_init__(self) -> None:
@@ -105,6 +107,8 @@ class WorkerSettings:
             raise ValueError("decode_workers must be >= 1")
         if self.decoder_threads < 1:
             raise ValueError("decoder_threads must be >= 1")
+        if self.label_join_days < 1:
+            raise ValueError("label_join_days must be >= 1")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ValueError(f"security_protocol {self.security_protocol!r} is not one Kafka knows")
         if self.topic_partitions < 1:

@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEND_RETRY_MAX_SECONDS = 30.0
+#: The label-join tables keep one window per day (Kafka record time of the event that set the value).
+JOIN_WINDOW_SECONDS = 86400.0
 
 
 @dataclass
@@ -278,10 +280,17 @@ class MotionGuardWorker:
         self.dead_letter_topic = app.topic(
             topics.dead_letters, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions
         )
+
         # video_id -> verdict; video_id -> label waiting for its verdict; video_id -> label counted.
-        self.predictions = app.Table("predictions", default=None, partitions=s.topic_partitions)
-        self.waiting_labels = app.Table("waiting-labels", default=None, partitions=s.topic_partitions)
-        self.counted_labels = app.Table("counted-labels", default=None, partitions=s.topic_partitions)
+        # Daily tumbling windows that expire after label_join_days keep memory bounded: a
+        # verdict older than that can no longer be joined with its label.
+        def joined_table(name: str) -> Any:
+            table = app.Table(name, default=None, partitions=s.topic_partitions)
+            return table.tumbling(JOIN_WINDOW_SECONDS, expires=s.label_join_days * JOIN_WINDOW_SECONDS)
+
+        self.predictions = joined_table("predictions")
+        self.waiting_labels = joined_table("waiting-labels")
+        self.counted_labels = joined_table("counted-labels")
 
         async def score_uploads(stream: faust.StreamT[bytes]) -> None:
             # Manual acks: an event is acknowledged only once its outcome is on Kafka, and
@@ -479,11 +488,7 @@ class MotionGuardWorker:
         if upload_to_verdict is not None:
             self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)
         if video_id is not None:
-            self.predictions[video_id] = result.verdict
-            waiting = self.waiting_labels.get(video_id)
-            if waiting is not None:
-                self._count_label(video_id, result.verdict, waiting)
-                del self.waiting_labels[video_id]
+            self._remember_verdict(video_id, result.verdict)
 
     async def _send(self, topic: Any, key: str | None, value: bytes) -> None:
         """Send and wait for delivery, retrying while the broker is unavailable."""
@@ -510,18 +515,36 @@ class MotionGuardWorker:
             logger.warning("ignoring malformed moderator label: %s", e.message)
             self.metrics.errors.labels(reason="malformed_label").inc()
             return
-        verdict = self.predictions.get(label.video_id)
+        verdict = self._latest(self.predictions, label.video_id)
         if verdict is None:
             self.waiting_labels[label.video_id] = label.label
             return
         self._count_label(label.video_id, verdict, label.label)
 
+    def _remember_verdict(self, video_id: str, verdict: str) -> None:
+        """Record the verdict for the label join; count a label that arrived first."""
+        self.predictions[video_id] = verdict
+        waiting = self._latest(self.waiting_labels, video_id)
+        if waiting is not None:
+            self._count_label(video_id, verdict, waiting)
+
     def _count_label(self, video_id: str, verdict: str, label: str) -> None:
-        counted = self.counted_labels.get(video_id)
+        counted = self._latest(self.counted_labels, video_id)
         if counted == label:
-            return  # the same label again (a redelivery or a repeated click)
+            return  # the same label again (a redelivery, a repeated click, a repeated verdict)
         self.counted_labels[video_id] = label
         self.metrics.record_label_outcome(label_outcome(verdict, label))
+
+    def _latest(self, table: Any, video_id: str) -> Any:
+        """The newest value for ``video_id`` in a joined table, looking back label_join_days windows."""
+        for age in range(self.settings.label_join_days + 1):
+            try:
+                value = table[video_id].delta(age * JOIN_WINDOW_SECONDS)
+            except KeyError:
+                continue
+            if value is not None:
+                return value
+        return None
 
     def close(self) -> None:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)

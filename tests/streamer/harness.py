@@ -199,11 +199,14 @@ def upload_event(video_id: str, uri: str, **extra: Any) -> bytes:
     return json.dumps({"video_id": video_id, "uri": uri, **extra}).encode()
 
 
-def send_all(bootstrap: str, topic: str, events: Iterable[tuple[str | None, bytes]]) -> None:
+def send_all(
+    bootstrap: str, topic: str, events: Iterable[tuple[str | None, bytes]], timestamp_ms: int | None = None
+) -> None:
+    """Publish and flush; ``timestamp_ms`` sets the records' time (default: now)."""
     prod = producer(bootstrap)
     try:
         for key, value in events:
-            prod.send(topic, key=key.encode() if key else None, value=value)
+            prod.send(topic, key=key.encode() if key else None, value=value, timestamp_ms=timestamp_ms)
         prod.flush(30)
     finally:
         prod.close()

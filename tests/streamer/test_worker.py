@@ -70,7 +70,11 @@ def worker(
         allowed_root=video_root,
         data_dir=tmp_path_factory.mktemp("worker"),
         args=("--bundle", str(label_bundle)),
-        extra_env={"MOTIONGUARD_ALLOWED_PRIVATE_ADDRESSES": "127.0.0.1/32", "MOTIONGUARD_FETCH_RETRIES": "1"},
+        extra_env={
+            "MOTIONGUARD_ALLOWED_PRIVATE_ADDRESSES": "127.0.0.1/32",
+            "MOTIONGUARD_FETCH_RETRIES": "1",
+            "MOTIONGUARD_LABEL_JOIN_DAYS": "3",
+        },
     ).start()
     yield process
     process.terminate()
@@ -260,6 +264,37 @@ def test_moderator_labels_give_the_expected_confusion(
     # The rolling accuracy covers every label this worker has counted: 6 right out of 9.
     assert worker.metrics()["motionguard_rolling_accuracy_ratio"] == pytest.approx(6 / 9)
     assert delta('motionguard_errors_total{reason="malformed_label"}') == 1.0
+
+
+def test_labels_join_verdicts_of_earlier_days_until_label_join_days(
+    worker: WorkerProcess, video_root: Path, verdicts: TopicReader
+) -> None:
+    """Labels come days after the verdict; the join looks back MOTIONGUARD_LABEL_JOIN_DAYS (3 here)."""
+    before = worker.metrics()
+    uri = (video_root / "a.mp4").as_uri()
+    ids = ["join-2-days-later", "join-5-days-later"]
+    send_all(worker.bootstrap, worker.topics.uploads, [(v, upload_event(v, uri, policy="flag-all")) for v in ids])
+    verdicts.wait_for(set(ids), timeout_seconds=120)
+    now_ms = int(time.time() * 1000)
+    for video_id, days in (("join-2-days-later", 2), ("join-5-days-later", 5)):
+        label = json.dumps({"video_id": video_id, "label": "ai_generated"}).encode()
+        send_all(worker.bootstrap, worker.topics.labels, [(video_id, label)], timestamp_ms=now_ms + days * 86_400_000)
+
+    def outcomes() -> float:
+        after = worker.metrics()
+        return sum(
+            after.get(name, 0.0) - before.get(name, 0.0)
+            for name in after
+            if name.startswith("motionguard_label_outcomes_total")
+        )
+
+    deadline = time.monotonic() + 30
+    while outcomes() < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # room for a wrong second count to show up
+    assert outcomes() == 1, "only the 2-day-old verdict is still joinable"
+    tp = 'motionguard_label_outcomes_total{outcome="true_positive"}'
+    assert worker.metrics()[tp] - before.get(tp, 0.0) == 1
 
 
 def test_metrics_expose_everything_and_match_what_was_processed(worker: WorkerProcess, verdicts: TopicReader) -> None:

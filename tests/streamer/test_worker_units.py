@@ -97,9 +97,9 @@ def make_worker(detector: Any, root: Path) -> tuple[MotionGuardWorker, list[tupl
         sent.append((topic.get_topic_name(), key, value))
 
     worker._send = send  # type: ignore[method-assign]
-    # The predictions table is Faust state that only exists inside a running agent.
-    worker.predictions = {}  # type: ignore[assignment]
-    worker.waiting_labels = {}  # type: ignore[assignment]
+    # The label-join tables are Faust state that only exists inside a running agent.
+    remembered: list[tuple[str, str]] = []
+    worker._remember_verdict = lambda video_id, verdict: remembered.append((video_id, verdict))  # type: ignore[method-assign]
     return worker, sent
 
 
