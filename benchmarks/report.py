@@ -425,9 +425,8 @@ def worker_section(data: dict[str, Any] | None) -> list[str]:
         "What limits the worker here: with 2 cores, decoding and the model compete exactly as in `scan`, so "
         "the capacity is about the scan's; at a sustained rate below capacity each upload arrives alone and "
         "is embedded alone (one video per model call; latency = decode + embed of one video), while a "
-        "backlog fills the model batches. The worker's `SamplingConfig` has no way to set the new "
-        "`decoder_threads`/`skip_non_reference` options from `WorkerSettings` yet "
-        "(streamer/ is outside this change).",
+        "backlog fills the model batches. The worker ran with the default sampling "
+        "(`MOTIONGUARD_DECODER_THREADS` 2, `MOTIONGUARD_SKIP_NON_REFERENCE` off).",
         "",
     ]
     return out
