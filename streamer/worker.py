@@ -488,7 +488,10 @@ class MotionGuardWorker:
         if upload_to_verdict is not None:
             self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)
         if video_id is not None:
-            self._remember_verdict(video_id, result.verdict)
+            try:
+                self._remember_verdict(video_id, result.verdict)
+            except Exception:  # the accuracy join must never hold back the verdict stream
+                logger.exception("video %s: could not record the verdict for the label join", video_id)
 
     async def _send(self, topic: Any, key: str | None, value: bytes) -> None:
         """Send and wait for delivery, retrying while the broker is unavailable."""

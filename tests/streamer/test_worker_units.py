@@ -129,3 +129,21 @@ def test_an_unexpected_model_failure_becomes_an_error_verdict_and_a_dead_letter(
     assert dead_letter["reason"] == "internal_error"
     assert dead_letter["original"] == event.decode()
     assert worker.metrics.in_flight._value.get() == 0
+
+
+def test_a_failing_label_join_does_not_hold_back_the_verdict(detector: Any, tmp_path: Path) -> None:
+    video = make_video(tmp_path / "ok.mp4", codec="h264", seconds=1.0, width=64, height=48, fps=10)
+    worker, sent = make_worker(detector, tmp_path)
+
+    def broken_join(video_id: str, verdict: str) -> None:
+        raise RuntimeError("table unavailable")
+
+    worker._remember_verdict = broken_join  # type: ignore[method-assign]
+    event = json.dumps({"video_id": "v-2", "uri": video.as_uri()}).encode()
+    try:
+        asyncio.run(worker.handle_upload(b"v-2", event))
+    finally:
+        worker.close()
+    assert [(topic, key) for topic, key, _ in sent] == [(worker.settings.topics.verdicts, "v-2")]
+    verdict = json.loads(sent[0][2])
+    assert verdict["error"] is None and verdict["frames_scored"] == 2
