@@ -1,0 +1,70 @@
+"""The CUDA path: autocast, pinned host memory and asynchronous copies give what the CPU gives.
+
+These run only where a CUDA GPU is (CI has none; they are run on a GPU machine when one is
+available: ``pytest tests/detectors/test_gpu.py``).  Random weights are seeded, so the CPU and
+the GPU embedder hold the same model; they differ only in arithmetic (bf16 autocast on the GPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from detectors.embedding import ClipEmbedder, EmbedderSpec
+from detectors.pipeline import Detector, ModelInfo
+from detectors.prompts import fit_prompt_classifier
+from detectors.sampling import FfmpegSampler, SamplingConfig
+from tests.videofactory import VideoCache
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def embedders(model: str) -> tuple[ClipEmbedder, ClipEmbedder]:
+    # batch_size 5 with 12 frames: the last chunk is partial, as in real use.
+    cpu = ClipEmbedder(EmbedderSpec.from_names(model, "none", device="cpu", batch_size=5))
+    gpu = ClipEmbedder(EmbedderSpec.from_names(model, "none", device="cuda", batch_size=5))
+    return cpu, gpu
+
+
+@pytest.mark.parametrize("model", ["tiny-test", "ViT-B-32"])
+def test_gpu_embeddings_agree_with_the_cpu_ones(videos: VideoCache, model: str) -> None:
+    cpu, gpu = embedders(model)
+    assert gpu.device.type == "cuda"
+    path = videos.video(seconds=2, width=320, height=240)
+    frames = FfmpegSampler(SamplingConfig(frames=12)).sample(path, cpu.image_size, cpu.resize_mode).frames
+    on_cpu, on_gpu = cpu.embed_frames(frames), gpu.embed_frames(frames)
+    assert on_gpu.dtype == np.float32 and on_gpu.shape == on_cpu.shape == (12, cpu.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(on_gpu, axis=1), 1.0, atol=1e-4)
+    cosine = np.sum(on_cpu * on_gpu, axis=1)
+    assert cosine.min() > 0.99, cosine
+    # The frames' similarities to one another (what the classifiers see) agree too.
+    np.testing.assert_allclose(on_gpu @ on_gpu.T, on_cpu @ on_cpu.T, atol=0.02)
+
+    texts = ["a video of a person walking", "a computer-generated video of a person dancing"]
+    text_cosine = np.sum(cpu.embed_texts(texts) * gpu.embed_texts(texts), axis=1)
+    assert text_cosine.min() > 0.99, text_cosine
+
+
+def test_batched_scanning_on_the_gpu_scores_like_the_cpu(videos: VideoCache) -> None:
+    cpu, gpu = embedders("tiny-test")
+    paths = [
+        videos.video(seconds=1, source=source, width=160, height=120)
+        for source in ("testsrc2", "color=red", "color=blue", "smptebars", "mandelbrot")
+    ]
+
+    def detector(embedder: ClipEmbedder) -> Detector:
+        return Detector(
+            sampler=FfmpegSampler(SamplingConfig(frames=4)),
+            embedder=embedder,
+            classifier=fit_prompt_classifier(embedder),
+            model=ModelInfo("test", "test@1", "prompt", embedder.describe(), untrained=True),
+        )
+
+    alone = [detector(cpu).scan(p) for p in paths]
+    batched = list(detector(gpu).scan_many(paths, decode_workers=3, batch_videos=4))
+    assert [r.source for r in batched] == [str(p) for p in paths]
+    for one, many in zip(alone, batched, strict=True):
+        assert one.score is not None and many.score is not None
+        assert many.score.frames_scored == one.score.frames_scored
+        assert many.score.score == pytest.approx(one.score.score, abs=0.05)
