@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -296,7 +296,7 @@ class MotionGuardWorker:
             # Manual acks: an event is acknowledged only once its outcome is on Kafka, and
             # in offset order per partition (see OffsetOrderedAcks). With automatic acks
             # Faust also acks an event whose actor was cancelled mid-processing.
-            manual = stream.noack()
+            manual = cast("faust.Stream[bytes]", stream).noack()  # noack() is not on StreamT
             async for event in manual.events():
                 message = event.message
                 self.acks.handed(message.tp, message.offset, event)
