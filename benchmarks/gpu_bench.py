@@ -52,6 +52,14 @@ SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
 CONFIGS = ("fp32 eager", "autocast", "autocast + channels_last", "autocast + channels_last + compile")
 
 
+def _error_text(e: BaseException) -> str:
+    """One line for a result row: a MotionGuard error's code and message, else the type and first line."""
+    if isinstance(e, MotionGuardError):
+        return f"{e.code}: {e.message}"
+    first_line = str(e).splitlines()[0][:160] if str(e) else ""
+    return f"{type(e).__name__}: {first_line}"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -131,9 +139,7 @@ def tower_throughput(
                 continue
             except Exception as e:  # e.g. torch.compile failing on this stack: record it, measure the rest
                 log(f"{architecture} {config} batch {batch}: {type(e).__name__}: {e}")
-                first_line = str(e).splitlines()[0][:160] if str(e) else ""
-                rows.append({"model": architecture, "config": config, "batch": batch,
-                             "error": f"{type(e).__name__}: {first_line}"})  # fmt: skip
+                rows.append({"model": architecture, "config": config, "batch": batch, "error": _error_text(e)})
                 continue
             row = {
                 "model": architecture,
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     if on_gpu:
         info["cuda"] = torch.version.cuda
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 1024**3, 1)
-    command = "python -m benchmarks.gpu_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python -m benchmarks.gpu_bench", *(argv if argv is not None else sys.argv[1:])])
 
     def report(tower: list[dict[str, Any]], e2e: list[dict[str, Any]]) -> None:
         """Save what ran so far (a run cut short still leaves its figures)."""
@@ -291,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                 "load_average_start": load_start,
                 "machine": info,
                 "device": str(device),
-                "command": command.strip(),
+                "command": command,
                 "tower": tower,
                 "end_to_end": e2e,
             },
@@ -322,12 +328,9 @@ def main(argv: list[str] | None = None) -> None:
             e2e += end_to_end(architecture, device, videos, workers_list, batch_videos=16 if on_gpu else 2,
                               model_batch_frames=256 if on_gpu else 64, deadline=deadline,
                               sampling=variant)  # fmt: skip
-        except MotionGuardError as e:  # e.g. no ffmpeg on the GPU machine: keep the tower figures
-            log(f"end to end {architecture}: {e.code}: {e.message}")
-            e2e.append({"model": architecture, "error": f"{e.code}: {e.message}"})
-        except Exception as e:
-            log(f"end to end {architecture}: {type(e).__name__}: {e}")
-            e2e.append({"model": architecture, "error": f"{type(e).__name__}: {str(e)[:160]}"})
+        except Exception as e:  # e.g. no ffmpeg on the GPU machine: keep the tower figures
+            log(f"end to end {architecture}: {_error_text(e)}")
+            e2e.append({"model": architecture, "error": _error_text(e)})
         report(tower, e2e)
 
 

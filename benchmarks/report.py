@@ -480,16 +480,24 @@ def gpu_section(runs: list[dict[str, Any]], cpu_run: dict[str, Any] | None) -> l
 
 def _gpu_reading(runs: list[dict[str, Any]]) -> list[str]:
     """What the GPU figures say about where an upload's time goes (computed from the runs above)."""
-    towers = [r for run in runs for r in run.get("tower", []) if "frames_per_second" in r]
-    ends = [r for run in runs for r in run.get("end_to_end", []) if "frames_per_second" in r]
-    exact = [r for r in ends if r.get("sampling", "exact") == "exact" and r["model"] == "ViT-L-14"]
-    eager = [r["frames_per_second"] for r in towers if r["model"] == "ViT-L-14" and "compile" not in r["config"]]
+    eager = [
+        r["frames_per_second"]
+        for run in runs
+        for r in run.get("tower", [])
+        if "frames_per_second" in r and r["model"] == "ViT-L-14" and "compile" not in r["config"]
+    ]
+    exact = [
+        (run, r)
+        for run in runs
+        for r in run.get("end_to_end", [])
+        if "frames_per_second" in r and r["model"] == "ViT-L-14" and r.get("sampling", "exact") == "exact"
+    ]
     if not exact or not eager:
         return []
-    best_end = max(exact, key=lambda r: r["frames_per_second"])
+    best_run, best_end = max(exact, key=lambda pair: pair[1]["frames_per_second"])
     tower = max(eager)
-    cores = next((run["machine"].get("cpu_count") for run in runs if run.get("end_to_end")), None)
-    core_seconds = (cores or 0) / best_end["videos_per_second"] if cores else math.nan
+    cores = best_run["machine"].get("cpu_count")
+    core_seconds = cores / best_end["videos_per_second"] if cores else math.nan
     by_variant: dict[str, float] = {}
     for run in runs:  # the ratios come from one run: its variants ran side by side
         variants = {
