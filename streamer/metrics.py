@@ -56,7 +56,7 @@ class WorkerMetrics:
         )
         self.retries = Counter(
             PREFIX + "retries_total",
-            "Retries of transient failures (source downloads, produce), by stage.",
+            "Retries of transient failures (source downloads, produce) and re-fetches of dropped events, by stage.",
             ["stage"],
             registry=registry,
         )

@@ -15,7 +15,8 @@ Flow per upload event (``video-uploads``, at-least-once)::
 * An event is acknowledged only after its outcome was delivered to Kafka, and
   each partition's events in offset order (:class:`OffsetOrderedAcks`), so a
   committed offset never passes an event still in flight; events Faust skips
-  around a rebalance are never committed (:func:`guard_skipped_acks`).  A
+  around a rebalance are never committed (:func:`guard_skipped_acks`) but
+  fetched again (:class:`RefetchWatchdog`).  A
   killed worker leaves its in-flight events unacknowledged: the next worker
   processes them again, so a ``video_id`` can get a verdict twice (verdicts are
   keyed by ``video_id``: consumers keep the last) but never zero times.
@@ -153,35 +154,66 @@ class OffsetOrderedAcks(Generic[T]):
     """
 
     def __init__(self) -> None:
-        self._pending: dict[Any, list[tuple[int, int, T]]] = {}
-        self._done: set[int] = set()
+        # partition -> [offset, sequence, item, done] entries, sorted by (offset, sequence)
+        self._pending: dict[Any, list[list[Any]]] = {}
         self._sequence = 0
 
     def handed(self, partition: Any, offset: int, item: T) -> None:
         """Register ``item`` (at ``offset`` of ``partition``) as handed to an actor."""
         self._sequence += 1
-        bisect.insort(self._pending.setdefault(partition, []), (offset, self._sequence, item), key=lambda e: e[:2])
+        entry = [offset, self._sequence, item, False]
+        bisect.insort(self._pending.setdefault(partition, []), entry, key=lambda e: (e[0], e[1]))
 
-    def done(self, partition: Any, offset: int, item: T) -> list[T]:
+    def done(self, partition: Any, item: T) -> list[T]:
         """Mark ``item`` done; return the items that may now be acknowledged, in offset order."""
         pending = self._pending.get(partition, [])
-        for _, sequence, candidate in pending:
-            if candidate is item:
-                self._done.add(sequence)
-                break
-        else:
-            raise KeyError(f"{partition}@{offset} was never handed")
+        entry = next((e for e in pending if e[2] is item), None)
+        if entry is None:
+            raise KeyError(f"{item!r} was never handed on {partition}")
+        entry[3] = True
         ready = []
-        while pending and pending[0][1] in self._done:
-            _, sequence, head = pending.pop(0)
-            self._done.discard(sequence)
-            ready.append(head)
+        while pending and pending[0][3]:
+            ready.append(pending.pop(0)[2])
         if not pending:
             self._pending.pop(partition, None)
         return ready
 
     def in_flight(self) -> int:
         return sum(len(p) for p in self._pending.values())
+
+
+@dataclass
+class RefetchWatchdog:
+    """Finds upload partitions whose fetched events never reached an actor, so they can be fetched again.
+
+    faust-streaming can drop fetched events without handing them to the
+    stream (skipped around flow-control changes, cleared queues, reads it
+    considers already seen); their offsets are never committed
+    (:func:`guard_skipped_acks`, :class:`OffsetOrderedAcks`), but without a
+    rebalance nothing fetches them again and the partition's committed offset
+    stops at the first of them.  When the worker has had nothing in flight for
+    ``stuck_seconds`` and a partition's fetch position is still past its
+    committed offset, some events from there on were dropped: :meth:`check`
+    returns the committed offset to seek to (at most ``max_seeks`` times per
+    committed offset; re-processing is harmless, verdicts are idempotent by key).
+    """
+
+    stuck_seconds: float = 15.0
+    max_seeks: int = 3
+    _since: dict[Any, tuple[int, float, int]] = field(default_factory=dict)  # partition -> (committed, since, seeks)
+
+    def check(self, partition: Any, committed: int | None, position: int | None, idle: bool, now: float) -> int | None:
+        if committed is None or position is None or position <= committed or not idle:
+            self._since.pop(partition, None)
+            return None
+        watched, since, seeks = self._since.get(partition, (committed, now, 0))
+        if watched != committed:
+            watched, since, seeks = committed, now, 0
+        if now - since < self.stuck_seconds or seeks >= self.max_seeks:
+            self._since[partition] = (watched, since, seeks)
+            return None
+        self._since[partition] = (watched, now, seeks + 1)
+        return committed
 
 
 @dataclass
@@ -225,6 +257,7 @@ class MotionGuardWorker:
         )
         self.assigned = False
         self.acks: OffsetOrderedAcks[Any] = OffsetOrderedAcks()
+        self.refetch = RefetchWatchdog()
         self._lag_partitions: set[str] = set()
         model = detector.model
         self.metrics.model_info.labels(
@@ -301,7 +334,7 @@ class MotionGuardWorker:
                 message = event.message
                 self.acks.handed(message.tp, message.offset, event)
                 await self.handle_upload(event.key, event.value)
-                for ready in self.acks.done(message.tp, message.offset, event):
+                for ready in self.acks.done(message.tp, event):
                     await manual.ack(ready)
 
         async def join_labels(stream: faust.StreamT[bytes]) -> None:
@@ -348,6 +381,17 @@ class MotionGuardWorker:
             if tp.topic != uploads:
                 continue
             position = await consumer.position(tp)
+            # Faust's committed offset (Kafka's meaning: the next offset to process).
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            idle = self.acks.in_flight() == 0
+            refetch = self.refetch.check(tp, committed, position, idle, time.monotonic())
+            if refetch is not None:
+                logger.warning(
+                    "partition %s: offsets %d to %d were fetched but never processed; fetching them again",
+                    tp.partition, refetch, position - 1 if position else refetch,
+                )  # fmt: skip
+                self.metrics.retries.labels(stage="refetch").inc()
+                await consumer.seek(tp, refetch)
             highwater = consumer.highwater(tp)
             if position is not None and highwater is not None:
                 current.add(str(tp.partition))
@@ -388,14 +432,12 @@ class MotionGuardWorker:
             try:
                 upload = UploadEvent.parse(raw)
                 result = await self._score(upload)
-            except MotionGuardError as e:
-                video_id = upload.video_id if upload else guess_video_id(raw, key)
-                await self._fail(video_id, upload, raw, e, received, started)
-                return
             except Exception as e:
                 video_id = upload.video_id if upload else guess_video_id(raw, key)
-                logger.exception("video %s: unexpected failure", video_id or "?")
-                error = InternalError(f"unexpected {type(e).__name__} while processing: {e}")
+                error = e if isinstance(e, MotionGuardError) else None
+                if error is None:
+                    logger.exception("video %s: unexpected failure", video_id or "?")
+                    error = InternalError(f"unexpected {type(e).__name__} while processing: {e}")
                 await self._fail(video_id, upload, raw, error, received, started)
                 return
             await self._deliver(upload.video_id, upload, result, received, started)

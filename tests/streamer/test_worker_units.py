@@ -13,7 +13,7 @@ import pytest
 from detectors.loading import DetectorOptions, build_detector
 from detectors.types import SampledFrames
 from streamer.settings import WorkerSettings
-from streamer.worker import MotionGuardWorker, OffsetOrderedAcks, guard_skipped_acks
+from streamer.worker import MotionGuardWorker, OffsetOrderedAcks, RefetchWatchdog, guard_skipped_acks
 from tests.videofactory import make_video
 
 
@@ -61,11 +61,11 @@ def test_events_are_released_for_acknowledgement_in_offset_order_per_partition()
         acks.handed("p0", offset, event[offset])
     acks.handed("p1", 9, event[9])
     # 5 and 6 finish first: acknowledging them would let Faust commit 7 while 4 is still in flight.
-    assert acks.done("p0", 6, event[6]) == []
-    assert acks.done("p0", 5, event[5]) == []
-    assert acks.done("p1", 9, event[9]) == [event[9]], "partitions are independent"
+    assert acks.done("p0", event[6]) == []
+    assert acks.done("p0", event[5]) == []
+    assert acks.done("p1", event[9]) == [event[9]], "partitions are independent"
     assert acks.in_flight() == 3
-    assert acks.done("p0", 4, event[4]) == [event[4], event[5], event[6]]
+    assert acks.done("p0", event[4]) == [event[4], event[5], event[6]]
     assert acks.in_flight() == 0
 
 
@@ -76,11 +76,29 @@ def test_a_refetched_offset_waits_for_its_earlier_copy() -> None:
     acks.handed("p0", 3, first)
     acks.handed("p0", 3, second)
     acks.handed("p0", 4, after)
-    assert acks.done("p0", 3, second) == []
-    assert acks.done("p0", 4, after) == []
-    assert acks.done("p0", 3, first) == [first, second, after]
+    assert acks.done("p0", second) == []
+    assert acks.done("p0", after) == []
+    assert acks.done("p0", first) == [first, second, after]
     with pytest.raises(KeyError):
-        acks.done("p0", 8, object())
+        acks.done("p0", object())
+
+
+def test_a_partition_whose_fetched_events_never_arrived_is_fetched_again() -> None:
+    watchdog = RefetchWatchdog(stuck_seconds=15.0, max_seeks=2)
+    # Busy, or position not past the committed offset: never a re-fetch.
+    assert watchdog.check("p0", committed=12, position=20, idle=False, now=0.0) is None
+    assert watchdog.check("p1", committed=12, position=12, idle=True, now=100.0) is None
+    assert watchdog.check("p2", committed=None, position=20, idle=True, now=100.0) is None
+    # Idle, committed stuck at 12 while the fetch position is 20: re-fetch from 12 once it has lasted 15 s.
+    assert watchdog.check("p0", committed=12, position=20, idle=True, now=1.0) is None
+    assert watchdog.check("p0", committed=12, position=20, idle=True, now=10.0) is None
+    assert watchdog.check("p0", committed=12, position=20, idle=True, now=16.0) == 12
+    assert watchdog.check("p0", committed=12, position=20, idle=True, now=20.0) is None, "waits again after a seek"
+    assert watchdog.check("p0", committed=12, position=20, idle=True, now=31.0) == 12
+    assert watchdog.check("p0", committed=12, position=20, idle=True, now=100.0) is None, "at most max_seeks"
+    # Progress resets the count.
+    assert watchdog.check("p0", committed=20, position=25, idle=True, now=101.0) is None
+    assert watchdog.check("p0", committed=20, position=25, idle=True, now=116.0) == 20
 
 
 @pytest.fixture(scope="module")
