@@ -12,12 +12,10 @@ Flow per upload event (``video-uploads``, at-least-once)::
   to ``batch_max_events`` videos or ``batch_window_ms`` milliseconds.
 * Decoding and inference run in thread pools, never on the event loop, so
   heartbeats and the web endpoints stay responsive.
-* An event is acknowledged only after its outcome was delivered to Kafka, and
-  each partition's events in offset order (:class:`OffsetOrderedAcks`), so a
-  committed offset never passes an event still in flight; events Faust skips
-  around a rebalance are never committed (:func:`guard_skipped_acks`) but
-  fetched again (:class:`RefetchWatchdog`).  A
-  killed worker leaves its in-flight events unacknowledged: the next worker
+* An uploads offset is committed only when every earlier event of its
+  partition has its outcome on Kafka (:mod:`streamer.offsets` decides this,
+  not Faust); events Faust fetched but dropped are found and fetched again.  A
+  killed worker leaves its in-flight events uncommitted: the next worker
   processes them again, so a ``video_id`` can get a verdict twice (verdicts are
   keyed by ``video_id``: consumers keep the last) but never zero times.
 * Moderator labels (``moderator-labels``) are joined with verdicts by
@@ -28,7 +26,6 @@ Flow per upload event (``video-uploads``, at-least-once)::
 from __future__ import annotations
 
 import asyncio
-import bisect
 import json
 import logging
 import ssl
@@ -37,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -46,6 +43,7 @@ from detectors.errors import InternalError, MotionGuardError
 from detectors.pipeline import Detector, ScanResult
 from detectors.types import FloatArray, SampledFrames
 from streamer.metrics import WorkerMetrics, label_outcome
+from streamer.offsets import UploadOffsets, UploadsConsumer, first_offset_at
 from streamer.schemas import (
     SCHEMA_VERSION,
     EventError,
@@ -60,8 +58,6 @@ from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy, fetch_with_retries
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 SEND_RETRY_MAX_SECONDS = 30.0
 #: The label-join tables keep one window per day (Kafka record time of the event that set the value).
@@ -141,81 +137,6 @@ class ModelBatcher:
                     item.future.set_result(embeddings)
 
 
-class OffsetOrderedAcks(Generic[T]):
-    """Releases each partition's events for acknowledgement in offset order, once done.
-
-    Actors finish events out of order, but faust-streaming 0.15.3 commits the
-    run of consecutive acknowledged offsets that starts at the *lowest*
-    acknowledged one without checking that it follows the committed offset
-    (never before a partition's first commit, off by one after it): with
-    offsets 5 and 6 acknowledged and 4 still in flight it commits 7, and a
-    crash then loses event 4.  Acknowledging only a done prefix of the handed
-    events keeps Faust's acknowledged offsets contiguous with its committed one.
-    """
-
-    def __init__(self) -> None:
-        # partition -> [offset, sequence, item, done] entries, sorted by (offset, sequence)
-        self._pending: dict[Any, list[list[Any]]] = {}
-        self._sequence = 0
-
-    def handed(self, partition: Any, offset: int, item: T) -> None:
-        """Register ``item`` (at ``offset`` of ``partition``) as handed to an actor."""
-        self._sequence += 1
-        entry = [offset, self._sequence, item, False]
-        bisect.insort(self._pending.setdefault(partition, []), entry, key=lambda e: (e[0], e[1]))
-
-    def done(self, partition: Any, item: T) -> list[T]:
-        """Mark ``item`` done; return the items that may now be acknowledged, in offset order."""
-        pending = self._pending.get(partition, [])
-        entry = next((e for e in pending if e[2] is item), None)
-        if entry is None:
-            raise KeyError(f"{item!r} was never handed on {partition}")
-        entry[3] = True
-        ready = []
-        while pending and pending[0][3]:
-            ready.append(pending.pop(0)[2])
-        if not pending:
-            self._pending.pop(partition, None)
-        return ready
-
-    def in_flight(self) -> int:
-        return sum(len(p) for p in self._pending.values())
-
-
-@dataclass
-class RefetchWatchdog:
-    """Finds upload partitions whose fetched events never reached an actor, so they can be fetched again.
-
-    faust-streaming can drop fetched events without handing them to the
-    stream (skipped around flow-control changes, cleared queues, reads it
-    considers already seen); their offsets are never committed
-    (:func:`guard_skipped_acks`, :class:`OffsetOrderedAcks`), but without a
-    rebalance nothing fetches them again and the partition's committed offset
-    stops at the first of them.  When the worker has had nothing in flight for
-    ``stuck_seconds`` and a partition's fetch position is still past its
-    committed offset, some events from there on were dropped: :meth:`check`
-    returns the committed offset to seek to (at most ``max_seeks`` times per
-    committed offset; re-processing is harmless, verdicts are idempotent by key).
-    """
-
-    stuck_seconds: float = 15.0
-    max_seeks: int = 3
-    _since: dict[Any, tuple[int, float, int]] = field(default_factory=dict)  # partition -> (committed, since, seeks)
-
-    def check(self, partition: Any, committed: int | None, position: int | None, idle: bool, now: float) -> int | None:
-        if committed is None or position is None or position <= committed or not idle:
-            self._since.pop(partition, None)
-            return None
-        watched, since, seeks = self._since.get(partition, (committed, now, 0))
-        if watched != committed:
-            watched, since, seeks = committed, now, 0
-        if now - since < self.stuck_seconds or seeks >= self.max_seeks:
-            self._since[partition] = (watched, since, seeks)
-            return None
-        self._since[partition] = (watched, now, seeks + 1)
-        return committed
-
-
 @dataclass
 class _Prepared:
     upload: UploadEvent
@@ -256,8 +177,7 @@ class MotionGuardWorker:
             window_seconds=settings.batch_window_ms / 1000.0,
         )
         self.assigned = False
-        self.acks: OffsetOrderedAcks[Any] = OffsetOrderedAcks()
-        self.refetch = RefetchWatchdog()
+        self.offsets = UploadOffsets()
         self._lag_partitions: set[str] = set()
         model = detector.model
         self.metrics.model_info.labels(
@@ -285,7 +205,7 @@ class MotionGuardWorker:
             )
         elif tls:
             credentials = ssl_context
-        app = faust.App(
+        app = _WorkerApp(
             s.app_id,
             broker=s.faust_broker,
             broker_credentials=credentials,
@@ -304,6 +224,8 @@ class MotionGuardWorker:
             stream_wait_empty=True,
             table_cleanup_interval=60.0,
         )
+        app.uploads_topic = s.topic_uploads
+        app.upload_offsets = self.offsets
         topics = s.topics
         uploads = app.topic(topics.uploads, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
         labels = app.topic(topics.labels, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
@@ -326,16 +248,16 @@ class MotionGuardWorker:
         self.counted_labels = joined_table("counted-labels")
 
         async def score_uploads(stream: faust.StreamT[bytes]) -> None:
-            # Manual acks: an event is acknowledged only once its outcome is on Kafka, and
-            # in offset order per partition (see OffsetOrderedAcks). With automatic acks
-            # Faust also acks an event whose actor was cancelled mid-processing.
+            # What is committed follows self.offsets (see streamer.offsets); the acks only
+            # tell Faust that an event is finished. They are manual because automatic
+            # acks would also ack an event whose actor was cancelled at shutdown.
             manual = cast("faust.Stream[bytes]", stream).noack()  # noack() is not on StreamT
             async for event in manual.events():
                 message = event.message
-                self.acks.handed(message.tp, message.offset, event)
+                self.offsets.handed(message.tp, message.offset)
                 await self.handle_upload(event.key, event.value)
-                for ready in self.acks.done(message.tp, event):
-                    await manual.ack(ready)
+                self.offsets.done(message.tp, message.offset)
+                await manual.ack(event)
 
         async def join_labels(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
@@ -346,7 +268,6 @@ class MotionGuardWorker:
         app.timer(5.0, name="consumer-lag")(self._update_lag)
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            guard_skipped_acks(app.consumer, topics.uploads)
             self.assigned = True
             self.metrics.ready.set(1)
             logger.info("partitions assigned: %d", len(args[0]) if args else 0)
@@ -383,15 +304,10 @@ class MotionGuardWorker:
             position = await consumer.position(tp)
             # Faust's committed offset (Kafka's meaning: the next offset to process).
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            idle = self.acks.in_flight() == 0
-            refetch = self.refetch.check(tp, committed, position, idle, time.monotonic())
-            if refetch is not None:
-                logger.warning(
-                    "partition %s: offsets %d to %d were fetched but never processed; fetching them again",
-                    tp.partition, refetch, position - 1 if position else refetch,
-                )  # fmt: skip
-                self.metrics.retries.labels(stage="refetch").inc()
-                await consumer.seek(tp, refetch)
+            idle = self.offsets.in_flight() == 0
+            stalled = self.offsets.stalled(tp, committed, position, idle, time.monotonic())
+            if stalled is not None:
+                await self._recover_stalled(tp, stalled)
             highwater = consumer.highwater(tp)
             if position is not None and highwater is not None:
                 current.add(str(tp.partition))
@@ -399,6 +315,32 @@ class MotionGuardWorker:
         for partition in self._lag_partitions - current:  # revoked: another worker reports it now
             self.metrics.consumer_lag.remove(partition)
         self._lag_partitions = current
+
+    async def _recover_stalled(self, tp: Any, offset: int) -> None:
+        """The event at ``offset`` was fetched but never reached an actor: ask the broker what is there."""
+        from kafka.errors import KafkaError
+
+        options = self.settings.kafka_python_options()
+        try:
+            first = await asyncio.to_thread(first_offset_at, options, tp.topic, tp.partition, offset)
+        except KafkaError as e:
+            logger.warning("partition %d: cannot look up offset %d (%s); trying again later", tp.partition, offset, e)
+            return
+        if first is None:
+            logger.warning("partition %d: the broker returned no record at or after offset %d", tp.partition, offset)
+        elif first > offset:
+            logger.info(
+                "partition %d: offsets %d to %d hold no record (transaction markers, compaction); committing past them",
+                tp.partition, offset, first - 1,
+            )  # fmt: skip
+            self.offsets.mark_absent(tp, offset, first)
+        else:
+            logger.warning(
+                "partition %d: the event at offset %d was fetched but never processed; fetching from there again",
+                tp.partition, offset,
+            )  # fmt: skip
+            self.metrics.retries.labels(stage="refetch").inc()
+            await self.app.consumer.seek(tp, offset)
 
     # -- per-event processing ----------------------------------------------------------
 
@@ -596,31 +538,18 @@ class MotionGuardWorker:
         self.model_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def guard_skipped_acks(consumer: Any, topic: str) -> None:
-    """Stop Faust from committing offsets of ``topic``'s events that no actor was handed.
+class _WorkerApp(faust.App):
+    """A Faust app whose consumer lets :class:`UploadOffsets` decide the uploads topic's commits."""
 
-    faust-streaming's stream acknowledges the events it *skips* -- those fetched
-    before a rebalance (stale generation) or while flow control is suspended --
-    so that lag does not grow.  Their offsets then count as done and can be
-    committed, and since the consumer seeks to the committed offset after the
-    rebalance, those events would never be processed: a lost verdict.  An event
-    handed to an actor is always *tracked* first, so an untracked event of
-    ``topic`` reaching ``ack`` was skipped: mark it acknowledged (nothing waits
-    for it) but leave its offset uncommitted, so it is fetched again after the
-    seek.  Idempotent.
-    """
-    if getattr(consumer, "_motionguard_ack_guard", False):
-        return
-    faust_ack = consumer.ack
+    uploads_topic: str
+    upload_offsets: UploadOffsets
 
-    def ack(message: Any) -> bool:
-        if message.topic == topic and not message.tracked:
-            message.acked = True
-            return False
-        return bool(faust_ack(message))
-
-    consumer.ack = ack
-    consumer._motionguard_ack_guard = True
+    def _new_consumer(self) -> Any:
+        self.transport.Consumer = UploadsConsumer  # type: ignore[misc]  # the transport's class for consumers
+        consumer = cast(UploadsConsumer, super()._new_consumer())
+        consumer.uploads_topic = self.uploads_topic
+        consumer.upload_offsets = self.upload_offsets
+        return consumer
 
 
 def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> list[str]:

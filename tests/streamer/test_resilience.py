@@ -25,18 +25,6 @@ def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-KNOWN_DROPPED_EVENTS = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect, issue 4 open: around a worker's start, faust-streaming 0.15.3 can drop fetched "
-        "events before any actor gets them and still commit past them (its commit rule checks nothing when "
-        "no offset was committed yet and is off by one otherwise); RefetchWatchdog heals only partitions "
-        "whose committed offset stopped. One partition's events lost in 1 of 3 runs on a loaded 2-core machine"
-    ),
-)
-
-
-@KNOWN_DROPPED_EVENTS
 def test_killed_worker_loses_no_verdict(kafka_broker: Any, video_root: Path, tmp_path: Path) -> None:
     topics = new_topics("kill")
     topics.create(kafka_broker.bootstrap_servers)

@@ -1,0 +1,246 @@
+"""What the uploads topic may commit, decided by MotionGuard rather than by Faust.
+
+An uploads offset may be committed only when every event before it has its
+outcome (verdict or error verdict plus dead letter) on Kafka; otherwise a
+crash loses the events in between.  faust-streaming 0.15.3 cannot promise that
+on its own:
+
+* it commits the run of consecutive acknowledged offsets that starts at the
+  *lowest* acknowledged one, checking nothing before a partition's first
+  commit and off by one after it, so events still in flight, or never handed
+  to an actor at all, can be committed past;
+* it can drop events it has fetched without handing them to any actor: those
+  it skips around a rebalance or while flow control is stopped, and the rest
+  of a fetched batch when the flow stops in the middle of it.  It counts a
+  jump in fetched offsets as a *gap* (offsets it believes hold no record) and
+  commits across it;
+* after a rebalance it seeks each partition back to its committed offset, but
+  only when that offset is above 0, so a partition that was never committed
+  keeps reading *after* the events it dropped.
+
+So the worker replaces that decision for the uploads topic (the moderator
+labels and the tables keep Faust's rules):
+
+* :class:`UploadOffsets` records which offsets were handed to an actor and
+  which have their outcome, and gives the commit *frontier*: the first offset
+  of a partition without an outcome.  Nothing past it is committed.
+* :class:`UploadsConsumer` is Faust's aiokafka consumer with its commit rule
+  for the uploads topic replaced by the frontier, and never-committed uploads
+  partitions sought back to the start of the log after Faust's seek.
+* When a partition's frontier event was fetched but is in nobody's hands for
+  a while, :meth:`UploadOffsets.stalled` says so; the worker then asks the
+  broker what is at that offset (:func:`first_offset_at`): an event (Faust
+  dropped it) is fetched again by seeking back; no record there (a
+  transaction marker, a compacted or deleted record) is stepped over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+logger = logging.getLogger(__name__)
+
+Partition = Hashable  # a Faust TP or an aiokafka TopicPartition: equal when topic and partition are
+
+
+@dataclass
+class _PartitionOffsets:
+    log_start: int | None = None
+    in_flight: Counter[int] = field(default_factory=Counter)  # offset -> actors holding it (a re-read: 2)
+    done: set[int] = field(default_factory=set)
+    absent: list[tuple[int, int]] = field(default_factory=list)  # [start, stop) ranges that hold no record
+    highest_handed: int = -1
+    stall: tuple[int, float, int] | None = None  # (frontier, since, re-reads of that frontier)
+
+
+class UploadOffsets:
+    """Per uploads partition: which offsets have their outcome, and how far a commit may go.
+
+    ``committed`` arguments are Faust's committed offset for the partition in
+    Kafka's meaning (the next offset to process), ``None`` when nothing was
+    committed (Faust also reports a committed 0 as ``None``).  Until the
+    partition's log start is known (:meth:`set_log_start`), a never-committed
+    partition commits nothing.
+
+    ``stall_seconds`` is how long a frontier event may be missing before
+    :meth:`stalled` reports it; each further report for the same frontier waits
+    twice as long (up to 16 times), so a re-read that keeps failing does not
+    re-process the partition every few seconds.
+    """
+
+    def __init__(self, stall_seconds: float = 15.0) -> None:
+        self.stall_seconds = stall_seconds
+        self._partitions: dict[Partition, _PartitionOffsets] = {}
+
+    def _state(self, tp: Partition) -> _PartitionOffsets:
+        return self._partitions.setdefault(tp, _PartitionOffsets())
+
+    def set_log_start(self, tp: Partition, offset: int) -> None:
+        """The partition's first offset: where a never-committed partition starts reading."""
+        self._state(tp).log_start = offset
+
+    def handed(self, tp: Partition, offset: int) -> None:
+        """An actor took the event at ``offset``."""
+        state = self._state(tp)
+        state.in_flight[offset] += 1
+        state.highest_handed = max(state.highest_handed, offset)
+
+    def done(self, tp: Partition, offset: int) -> None:
+        """The event at ``offset`` has its outcome on Kafka."""
+        state = self._state(tp)
+        state.in_flight[offset] -= 1
+        if state.in_flight[offset] <= 0:
+            del state.in_flight[offset]
+        state.done.add(offset)
+
+    def mark_absent(self, tp: Partition, start: int, stop: int) -> None:
+        """Offsets ``start`` to ``stop - 1`` hold no record: commits may step over them."""
+        if stop > start:
+            self._state(tp).absent.append((start, stop))
+
+    def in_flight(self) -> int:
+        """Events handed to actors and still without an outcome, over all partitions."""
+        return sum(sum(state.in_flight.values()) for state in self._partitions.values())
+
+    def _base(self, state: _PartitionOffsets, committed: int | None) -> int | None:
+        if state.log_start is None:
+            return committed or None
+        return max(committed or 0, state.log_start)
+
+    def frontier(self, tp: Partition, committed: int | None) -> int | None:
+        """The first offset without an outcome (``None`` while the start is unknown)."""
+        state = self._state(tp)
+        offset = self._base(state, committed)
+        if offset is None:
+            return None
+        while True:
+            if offset in state.done:
+                offset += 1
+                continue
+            stop = next((stop for start, stop in state.absent if start <= offset < stop), None)
+            if stop is None:
+                return offset
+            offset = stop
+
+    def next_commit(self, tp: Partition, committed: int | None) -> int | None:
+        """The offset to commit now, or ``None`` when the frontier has not moved."""
+        state = self._state(tp)
+        base = self._base(state, committed)
+        offset = self.frontier(tp, committed)
+        if base is None or offset is None or offset <= base:
+            return None
+        state.done = {o for o in state.done if o >= offset}
+        state.absent = [(start, stop) for start, stop in state.absent if stop > offset]
+        return offset
+
+    def stalled(self, tp: Partition, committed: int | None, position: int | None, idle: bool, now: float) -> int | None:
+        """The frontier offset when its event was fetched but has been in nobody's hands too long.
+
+        The event at the frontier was fetched when the fetch ``position`` is
+        past it.  It was dropped rather than still queued when it is not in
+        flight and either the worker is ``idle`` (an idle worker's queue is
+        empty) or a later offset of the partition was already handed (a
+        partition's events reach the actors in offset order).  Returns the
+        offset once that has lasted ``stall_seconds`` (longer after each
+        report for the same offset), else ``None``.
+        """
+        state = self._state(tp)
+        offset = self.frontier(tp, committed)
+        if offset is None or position is None or position <= offset or offset in state.in_flight:
+            suspect = False
+        else:
+            suspect = idle or state.highest_handed > offset
+        if not suspect or offset is None:
+            if state.stall is not None:  # the same frontier keeps its re-read count; the wait starts again
+                state.stall = (offset, now, state.stall[2]) if state.stall[0] == offset else None
+            return None
+        if state.stall is None or state.stall[0] != offset:
+            state.stall = (offset, now, 0)
+            return None
+        _, since, rereads = state.stall
+        if now - since < self.stall_seconds * 2 ** min(rereads, 4):
+            return None
+        state.stall = (offset, now, rereads + 1)
+        return offset
+
+
+class UploadsConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer, with the uploads topic's commits decided by :class:`UploadOffsets`.
+
+    The worker sets :attr:`uploads_topic` and :attr:`upload_offsets` right
+    after Faust creates the consumer, before it starts.
+    """
+
+    uploads_topic: str = ""
+    upload_offsets: UploadOffsets
+
+    def _new_offset(self, tp: Any) -> int | None:
+        if tp.topic != self.uploads_topic:
+            return super()._new_offset(tp)
+        # Faust's own record of acknowledged offsets is not used for this topic.
+        self._acked[tp].clear()
+        self._acked_index[tp].clear()
+        return self.upload_offsets.next_commit(tp, self._committed_offset[tp])
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        # A jump in the offsets Faust fetched is no proof that the offsets in
+        # between hold no event (Faust itself drops events); for the uploads
+        # topic only the broker's answer counts (first_offset_at).
+        if tp.topic != self.uploads_topic:
+            await super()._add_gap(tp, offset_from, offset_to)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        uploads = [tp for tp in self.assignment() if tp.topic == self.uploads_topic]
+        if not uploads:
+            return
+        starts: Mapping[Any, int] = await self.earliest_offsets(*uploads)
+        for tp in uploads:
+            start = starts.get(tp)
+            if start is None:
+                continue
+            self.upload_offsets.set_log_start(tp, start)
+            if not self._committed_offset.get(tp):
+                # Faust seeks only to committed offsets above 0: read a never-committed
+                # partition from its start again, as a fresh consumer would.
+                await self.seek(tp, start)
+
+
+def first_offset_at(
+    options: Mapping[str, Any], topic: str, partition: int, offset: int, timeout_seconds: float = 10.0
+) -> int | None:
+    """Ask the broker for the offset of the first record at or after ``offset`` (blocking).
+
+    ``options`` are kafka-python connection options.  Returns ``None`` when no
+    record arrives within ``timeout_seconds``.  Offsets that hold no record to
+    a consumer (transaction markers, compacted or deleted records) are
+    skipped, exactly as the worker's own consumer skips them.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **options,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="motionguard-offset-probe",
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            records = consumer.poll(timeout_ms=500, max_records=1)
+            for record in records.get(tp, []):
+                return int(record.offset)
+        return None
+    finally:
+        consumer.close()

@@ -1,0 +1,150 @@
+"""The uploads commit frontier (no broker) and the broker lookup that finds offsets without a record."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from streamer.offsets import UploadOffsets, first_offset_at
+
+
+def started(log_start: int = 0) -> UploadOffsets:
+    offsets = UploadOffsets(stall_seconds=15.0)
+    offsets.set_log_start("p0", log_start)
+    return offsets
+
+
+def finish(offsets: UploadOffsets, *numbers: int, tp: str = "p0") -> None:
+    for offset in numbers:
+        offsets.handed(tp, offset)
+        offsets.done(tp, offset)
+
+
+def test_events_finishing_out_of_order_commit_only_the_done_prefix() -> None:
+    offsets = started()
+    for offset in (0, 1, 2):
+        offsets.handed("p0", offset)
+    offsets.done("p0", 2)
+    offsets.done("p0", 1)
+    assert offsets.next_commit("p0", committed=None) is None, "0 is still in flight"
+    offsets.done("p0", 0)
+    assert offsets.next_commit("p0", committed=None) == 3
+    assert offsets.next_commit("p0", committed=3) is None, "nothing new to commit"
+
+
+def test_an_event_never_handed_holds_the_commit_back() -> None:
+    """Faust dropped offset 0 (never committed) and offset 10 (committed 10): later events do not commit past them."""
+    offsets = started()
+    finish(offsets, 1, 2, 3)
+    assert offsets.next_commit("p0", committed=None) is None
+    finish(offsets, 11, 12)
+    assert offsets.next_commit("p0", committed=10) is None, "Faust's own rule would commit 13 here"
+    finish(offsets, 10)
+    assert offsets.next_commit("p0", committed=10) == 13
+
+
+def test_a_never_committed_partition_commits_nothing_until_its_log_start_is_known() -> None:
+    offsets = UploadOffsets()
+    finish(offsets, 5, 6)
+    assert offsets.next_commit("p0", committed=None) is None
+    offsets.set_log_start("p0", 5)
+    assert offsets.next_commit("p0", committed=None) == 7
+
+
+def test_partitions_are_independent() -> None:
+    offsets = started()
+    offsets.set_log_start("p1", 0)
+    offsets.handed("p0", 0)
+    finish(offsets, 0, 1, tp="p1")
+    assert offsets.next_commit("p0", committed=None) is None
+    assert offsets.next_commit("p1", committed=None) == 2
+    assert offsets.in_flight() == 1
+
+
+def test_offsets_without_a_record_and_records_deleted_by_retention_are_stepped_over() -> None:
+    offsets = started()
+    finish(offsets, 12, 13)
+    offsets.mark_absent("p0", 10, 12)  # e.g. a transaction marker and an aborted record
+    assert offsets.next_commit("p0", committed=10) == 14
+    offsets.set_log_start("p0", 40)  # retention deleted everything before 40
+    finish(offsets, 40)
+    assert offsets.next_commit("p0", committed=14) == 41
+
+
+def test_an_offset_handed_twice_is_in_flight_until_both_copies_finish() -> None:
+    offsets = started()
+    offsets.handed("p0", 0)
+    offsets.handed("p0", 0)  # fetched again after a seek while the first copy still runs
+    offsets.done("p0", 0)
+    assert offsets.in_flight() == 1
+    offsets.done("p0", 0)
+    assert offsets.in_flight() == 0
+    assert offsets.next_commit("p0", committed=None) == 1
+
+
+def test_a_fetched_event_that_never_reached_an_actor_is_reported_after_the_stall_time() -> None:
+    offsets = started()
+    finish(offsets, 0, 1)
+    # Nothing fetched past the frontier (2), or the frontier event is being processed: never stalled.
+    assert offsets.stalled("p0", committed=None, position=2, idle=True, now=0.0) is None
+    offsets.handed("p0", 2)
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=0.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=100.0) is None
+    offsets.done("p0", 2)
+    # 3 was fetched (position 9) but a busy worker may still have it queued: not yet suspect.
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=100.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=200.0) is None
+    # A later offset was handed while 3 was not: 3 was dropped. Reported once it lasts 15 s.
+    finish(offsets, 4)
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=201.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=215.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=216.0) == 3
+    # Still missing after the re-read: the next report waits twice as long.
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=245.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=246.0) == 3
+    # Once 3 has its outcome the frontier moves on: 5 is missing too, but an idle worker
+    # says so only after a fresh stall time.
+    finish(offsets, 3)
+    assert offsets.stalled("p0", committed=None, position=9, idle=True, now=250.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=True, now=265.0) == 5
+
+
+@pytest.mark.kafka
+def test_the_broker_lookup_finds_records_and_steps_over_transaction_markers(kafka_broker: Any) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"offsets-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="motionguard-tests")
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        admin.close()
+    plain = KafkaProducer(bootstrap_servers=bootstrap)
+    for n in range(2):  # offsets 0, 1
+        plain.send(topic, key=b"k", value=b"%d" % n, partition=0).get(timeout=30)
+    transactional = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{topic}-tx")
+    transactional.init_transactions()
+    transactional.begin_transaction()
+    transactional.send(topic, key=b"k", value=b"tx", partition=0)  # offset 2, its commit marker at 3
+    transactional.commit_transaction()
+    transactional.close()
+    # The coordinator writes the commit marker after commit_transaction returns: wait for it.
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    partition = TopicPartition(topic, 0)
+    deadline = time.monotonic() + 30
+    while probe.end_offsets([partition])[partition] < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    probe.close()
+    last = plain.send(topic, key=b"k", value=b"after", partition=0).get(timeout=30)
+    plain.close()
+    assert last.offset == 4, "expected the transaction's commit marker at offset 3"
+
+    options = {"bootstrap_servers": bootstrap}
+    assert first_offset_at(options, topic, 0, 1) == 1
+    assert first_offset_at(options, topic, 0, 2) == 2
+    assert first_offset_at(options, topic, 0, 3) == 4, "offset 3 is a transaction marker: no record"
+    assert first_offset_at(options, topic, 0, 5, timeout_seconds=2.0) is None, "nothing written past 4 yet"
