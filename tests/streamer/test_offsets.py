@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from detectors.loading import DetectorOptions, build_detector
 from streamer.offsets import UploadOffsets, first_offset_at
+from streamer.settings import WorkerSettings
+from streamer.worker import MotionGuardWorker
 
 
 def started(log_start: int = 0) -> UploadOffsets:
@@ -19,7 +26,7 @@ def started(log_start: int = 0) -> UploadOffsets:
     return offsets
 
 
-def finish(offsets: UploadOffsets, *numbers: int, tp: str = "p0") -> None:
+def finish(offsets: UploadOffsets, *numbers: int, tp: Hashable = "p0") -> None:
     for offset in numbers:
         offsets.handed(tp, offset)
         offsets.done(tp, offset)
@@ -114,8 +121,9 @@ def test_a_fetched_event_that_never_reached_an_actor_is_reported_after_the_stall
     assert offsets.stalled("p0", committed=None, position=9, idle=True, now=265.0) == 5
 
 
-@pytest.mark.kafka
-def test_the_broker_lookup_finds_records_and_steps_over_transaction_markers(kafka_broker: Any) -> None:
+@pytest.fixture(scope="module")
+def marked_topic(kafka_broker: Any) -> str:
+    """One partition: records at offsets 0, 1 and 2 (2 in a transaction), its commit marker at 3, a record at 4."""
     bootstrap = kafka_broker.bootstrap_servers
     topic = f"offsets-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="motionguard-tests")
@@ -124,12 +132,12 @@ def test_the_broker_lookup_finds_records_and_steps_over_transaction_markers(kafk
     finally:
         admin.close()
     plain = KafkaProducer(bootstrap_servers=bootstrap)
-    for n in range(2):  # offsets 0, 1
+    for n in range(2):
         plain.send(topic, key=b"k", value=b"%d" % n, partition=0).get(timeout=30)
     transactional = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{topic}-tx")
     transactional.init_transactions()
     transactional.begin_transaction()
-    transactional.send(topic, key=b"k", value=b"tx", partition=0)  # offset 2, its commit marker at 3
+    transactional.send(topic, key=b"k", value=b"tx", partition=0)
     transactional.commit_transaction()
     transactional.close()
     # The coordinator writes the commit marker after commit_transaction returns: wait for it.
@@ -142,9 +150,56 @@ def test_the_broker_lookup_finds_records_and_steps_over_transaction_markers(kafk
     last = plain.send(topic, key=b"k", value=b"after", partition=0).get(timeout=30)
     plain.close()
     assert last.offset == 4, "expected the transaction's commit marker at offset 3"
+    return topic
 
-    options = {"bootstrap_servers": bootstrap}
-    assert first_offset_at(options, topic, 0, 1) == 1
-    assert first_offset_at(options, topic, 0, 2) == 2
-    assert first_offset_at(options, topic, 0, 3) == 4, "offset 3 is a transaction marker: no record"
-    assert first_offset_at(options, topic, 0, 5, timeout_seconds=2.0) is None, "nothing written past 4 yet"
+
+@pytest.mark.kafka
+def test_the_broker_lookup_finds_records_and_steps_over_transaction_markers(
+    kafka_broker: Any, marked_topic: str
+) -> None:
+    options = {"bootstrap_servers": kafka_broker.bootstrap_servers}
+    assert first_offset_at(options, marked_topic, 0, 1) == 1
+    assert first_offset_at(options, marked_topic, 0, 2) == 2
+    assert first_offset_at(options, marked_topic, 0, 3) == 4, "offset 3 is a transaction marker: no record"
+    assert first_offset_at(options, marked_topic, 0, 5, timeout_seconds=2.0) is None, "nothing written past 4 yet"
+
+
+class SeekRecorder:
+    """Stands in for the worker's Faust consumer, which only exists inside a running app."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[Any, int]] = []
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+@pytest.mark.kafka
+def test_a_stalled_frontier_is_fetched_again_or_stepped_over_as_the_broker_says(
+    kafka_broker: Any, marked_topic: str, tmp_path: Path
+) -> None:
+    detector = build_detector(DetectorOptions(model="tiny-test", pretrained="none", device="cpu", frames=2))
+    settings = WorkerSettings(
+        broker=f"kafka://{kafka_broker.bootstrap_servers}",
+        topic_uploads=marked_topic,
+        allowed_roots=(str(tmp_path),),
+        data_dir=str(tmp_path / "data"),
+    )
+    worker = MotionGuardWorker(settings, detector)
+    consumer = SeekRecorder()
+    worker.app.consumer = consumer  # type: ignore[assignment]
+    tp = TP(marked_topic, 0)
+    worker.offsets.set_log_start(tp, 0)
+    finish(worker.offsets, 0, 2, 4, tp=tp)  # 1 was dropped
+    try:
+        asyncio.run(worker._recover_stalled(tp, 1))
+        assert consumer.seeks == [(tp, 1)], "a record is there: it must be fetched again"
+        assert worker.metrics.retries.labels(stage="refetch")._value.get() == 1
+        finish(worker.offsets, 1, tp=tp)  # fetched again and processed
+        assert worker.offsets.next_commit(tp, committed=None) == 3
+        # Offset 3 is the transaction's marker: the frontier steps over it, nothing is re-read.
+        asyncio.run(worker._recover_stalled(tp, 3))
+        assert consumer.seeks == [(tp, 1)]
+        assert worker.offsets.next_commit(tp, committed=3) == 5
+    finally:
+        worker.close()

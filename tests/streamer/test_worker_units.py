@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from detectors.loading import DetectorOptions, build_detector
 from detectors.types import SampledFrames
+from streamer.offsets import UploadsConsumer
 from streamer.settings import WorkerSettings
 from streamer.worker import MotionGuardWorker
 from tests.videofactory import make_video
@@ -80,3 +82,27 @@ def test_a_failing_label_join_does_not_hold_back_the_verdict(detector: Any, tmp_
     assert [(topic, key) for topic, key, _ in sent] == [(worker.settings.topics.verdicts, "v-2")]
     verdict = json.loads(sent[0][2])
     assert verdict["error"] is None and verdict["frames_scored"] == 2
+
+
+def test_uploads_commits_follow_the_frontier_and_other_topics_keep_fausts_rule(detector: Any, tmp_path: Path) -> None:
+    worker, _ = make_worker(detector, tmp_path)
+    consumer = worker.app.consumer
+    try:
+        assert isinstance(consumer, UploadsConsumer)
+        uploads = TP(worker.settings.topic_uploads, 0)
+        labels = TP(worker.settings.topic_labels, 0)
+        worker.offsets.set_log_start(uploads, 0)
+        # Faust saw acks for offsets 1 and 2 of both topics; offset 0 of the uploads topic has no outcome.
+        for tp in (uploads, labels):
+            consumer._acked[tp].extend([1, 2])
+            consumer._acked_index[tp].update([1, 2])
+        for offset in (1, 2):
+            worker.offsets.handed(uploads, offset)
+            worker.offsets.done(uploads, offset)
+        assert consumer._filter_committable_offsets([uploads, labels]) == {labels: 3}
+        worker.offsets.handed(uploads, 0)
+        worker.offsets.done(uploads, 0)
+        assert consumer._filter_committable_offsets([uploads]) == {uploads: 3}
+        assert consumer._acked[uploads] == [], "Faust's own ack record of the uploads topic is not kept"
+    finally:
+        worker.app.loop.close()
