@@ -29,9 +29,10 @@ labels and the tables keep Faust's rules):
   partitions sought back to the start of the log after Faust's seek.
 * When a partition's frontier event was fetched but is in nobody's hands for
   a while, :meth:`UploadOffsets.stalled` says so; the worker then asks the
-  broker what is at that offset (:func:`first_offset_at`): an event (Faust
-  dropped it) is fetched again by seeking back; no record there (a
-  transaction marker, a compacted or deleted record) is stepped over.
+  broker which of the fetched offsets from there on hold a record
+  (:func:`scan_offsets`): offsets without one (transaction markers, compacted
+  or deleted records) are stepped over, and if the frontier holds an event
+  (Faust dropped it) the partition is fetched again from there.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class _PartitionOffsets:
     log_start: int | None = None
     in_flight: Counter[int] = field(default_factory=Counter)  # offset -> actors holding it (a re-read: 2)
     done: set[int] = field(default_factory=set)
-    absent: list[tuple[int, int]] = field(default_factory=list)  # [start, stop) ranges that hold no record
+    absent: dict[int, int] = field(default_factory=dict)  # start -> stop of ranges that hold no record
     highest_handed: int = -1
     stall: tuple[int, float, int] | None = None  # (frontier, since, re-reads of that frontier)
 
@@ -103,7 +104,24 @@ class UploadOffsets:
     def mark_absent(self, tp: Partition, start: int, stop: int) -> None:
         """Offsets ``start`` to ``stop - 1`` hold no record: commits may step over them."""
         if stop > start:
-            self._state(tp).absent.append((start, stop))
+            absent = self._state(tp).absent
+            absent[start] = max(stop, absent.get(start, stop))
+
+    def mark_scanned(self, tp: Partition, start: int, reached: int, present: set[int]) -> int:
+        """A broker scan saw ``present`` among ``start`` to ``reached - 1``: the rest hold no record.
+
+        Returns how many offsets were marked absent.
+        """
+        marked = 0
+        run_start: int | None = None
+        for offset in range(start, reached + 1):
+            if offset < reached and offset not in present:
+                run_start = offset if run_start is None else run_start
+            elif run_start is not None:
+                self.mark_absent(tp, run_start, offset)
+                marked += offset - run_start
+                run_start = None
+        return marked
 
     def in_flight(self) -> int:
         """Events handed to actors and still without an outcome, over all partitions."""
@@ -120,14 +138,14 @@ class UploadOffsets:
         offset = self._base(state, committed)
         if offset is None:
             return None
+        offset = max([offset, *(stop for start, stop in state.absent.items() if start <= offset < stop)])
         while True:
             if offset in state.done:
                 offset += 1
-                continue
-            stop = next((stop for start, stop in state.absent if start <= offset < stop), None)
-            if stop is None:
+            elif offset in state.absent:
+                offset = state.absent[offset]
+            else:
                 return offset
-            offset = stop
 
     def next_commit(self, tp: Partition, committed: int | None) -> int | None:
         """The offset to commit now, or ``None`` when the frontier has not moved."""
@@ -137,7 +155,7 @@ class UploadOffsets:
         if base is None or offset is None or offset <= base:
             return None
         state.done = {o for o in state.done if o >= offset}
-        state.absent = [(start, stop) for start, stop in state.absent if stop > offset]
+        state.absent = {start: stop for start, stop in state.absent.items() if stop > offset}
         return offset
 
     def stalled(self, tp: Partition, committed: int | None, position: int | None, idle: bool, now: float) -> int | None:
@@ -213,15 +231,16 @@ class UploadsConsumer(AIOKafkaConsumer):
                 await self.seek(tp, start)
 
 
-def first_offset_at(
-    options: Mapping[str, Any], topic: str, partition: int, offset: int, timeout_seconds: float = 10.0
-) -> int | None:
-    """Ask the broker for the offset of the first record at or after ``offset`` (blocking).
+def scan_offsets(
+    options: Mapping[str, Any], topic: str, partition: int, start: int, stop: int, timeout_seconds: float = 10.0
+) -> tuple[set[int], int]:
+    """Ask the broker which offsets from ``start`` to ``stop - 1`` hold a record (blocking).
 
-    ``options`` are kafka-python connection options.  Returns ``None`` when no
-    record arrives within ``timeout_seconds``.  Offsets that hold no record to
-    a consumer (transaction markers, compacted or deleted records) are
-    skipped, exactly as the worker's own consumer skips them.
+    ``options`` are kafka-python connection options.  Returns the offsets
+    that hold one and how far the scan got: every offset before that was
+    either seen or holds no record to a consumer (a transaction marker, a
+    compacted or deleted record), exactly as the worker's own consumer sees
+    the partition.  The scan stops at ``stop`` or after ``timeout_seconds``.
     """
     from kafka import KafkaConsumer, TopicPartition
 
@@ -230,17 +249,20 @@ def first_offset_at(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        client_id="motionguard-offset-probe",
+        client_id="motionguard-offset-scan",
     )
+    present: set[int] = set()
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
-        consumer.seek(tp, offset)
+        consumer.seek(tp, start)
         deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            records = consumer.poll(timeout_ms=500, max_records=1)
-            for record in records.get(tp, []):
-                return int(record.offset)
-        return None
+        reached = start
+        while reached < stop and time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=500).get(tp, []):
+                if start <= record.offset < stop:
+                    present.add(int(record.offset))
+            reached = max(reached, int(consumer.position(tp)))
+        return present, min(reached, stop)
     finally:
         consumer.close()

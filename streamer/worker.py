@@ -43,7 +43,7 @@ from detectors.errors import InternalError, MotionGuardError
 from detectors.pipeline import Detector, ScanResult
 from detectors.types import FloatArray, SampledFrames
 from streamer.metrics import WorkerMetrics, label_outcome
-from streamer.offsets import UploadOffsets, UploadsConsumer, first_offset_at
+from streamer.offsets import UploadOffsets, UploadsConsumer, scan_offsets
 from streamer.schemas import (
     SCHEMA_VERSION,
     EventError,
@@ -306,8 +306,8 @@ class MotionGuardWorker:
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
             idle = self.offsets.in_flight() == 0
             stalled = self.offsets.stalled(tp, committed, position, idle, time.monotonic())
-            if stalled is not None:
-                await self._recover_stalled(tp, stalled)
+            if stalled is not None and position is not None:
+                await self._recover_stalled(tp, stalled, position)
             highwater = consumer.highwater(tp)
             if position is not None and highwater is not None:
                 current.add(str(tp.partition))
@@ -316,31 +316,31 @@ class MotionGuardWorker:
             self.metrics.consumer_lag.remove(partition)
         self._lag_partitions = current
 
-    async def _recover_stalled(self, tp: Any, offset: int) -> None:
+    async def _recover_stalled(self, tp: Any, offset: int, position: int) -> None:
         """The event at ``offset`` was fetched but never reached an actor: ask the broker what is there."""
         from kafka.errors import KafkaError
 
         options = self.settings.kafka_python_options()
         try:
-            first = await asyncio.to_thread(first_offset_at, options, tp.topic, tp.partition, offset)
+            present, reached = await asyncio.to_thread(scan_offsets, options, tp.topic, tp.partition, offset, position)
         except KafkaError as e:
             logger.warning("partition %d: cannot look up offset %d (%s); trying again later", tp.partition, offset, e)
             return
-        if first is None:
-            logger.warning("partition %d: the broker returned no record at or after offset %d", tp.partition, offset)
-        elif first > offset:
+        absent = self.offsets.mark_scanned(tp, offset, reached, present)
+        if absent:
             logger.info(
-                "partition %d: offsets %d to %d hold no record (transaction markers, compaction); committing past them",
-                tp.partition, offset, first - 1,
+                "partition %d: %d offsets from %d on hold no record (transaction markers, compaction); "
+                "committing past them", tp.partition, absent, offset,
             )  # fmt: skip
-            self.offsets.mark_absent(tp, offset, first)
-        else:
+        if offset in present:
             logger.warning(
                 "partition %d: the event at offset %d was fetched but never processed; fetching from there again",
                 tp.partition, offset,
             )  # fmt: skip
             self.metrics.retries.labels(stage="refetch").inc()
             await self.app.consumer.seek(tp, offset)
+        elif reached <= offset:
+            logger.warning("partition %d: no answer from the broker for offset %d; trying later", tp.partition, offset)
 
     # -- per-event processing ----------------------------------------------------------
 

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from detectors.loading import DetectorOptions, build_detector
-from streamer.offsets import UploadOffsets, first_offset_at
+from streamer.offsets import UploadOffsets, scan_offsets
 from streamer.settings import WorkerSettings
 from streamer.worker import MotionGuardWorker
 
@@ -81,6 +81,18 @@ def test_offsets_without_a_record_and_records_deleted_by_retention_are_stepped_o
     offsets.set_log_start("p0", 40)  # retention deleted everything before 40
     finish(offsets, 40)
     assert offsets.next_commit("p0", committed=14) == 41
+
+
+def test_a_scan_marks_every_offset_it_did_not_see_as_absent() -> None:
+    offsets = started()
+    finish(offsets, 0, 2, 5)
+    # The broker scan from 1 reached 8 and saw records at 1, 2, 5 and 6 only.
+    assert offsets.mark_scanned("p0", 1, 8, {1, 2, 5, 6}) == 3
+    assert offsets.next_commit("p0", committed=None) == 1, "1 holds an event without an outcome"
+    finish(offsets, 1)
+    assert offsets.next_commit("p0", committed=1) == 6, "3 and 4 hold no record"
+    finish(offsets, 6)
+    assert offsets.next_commit("p0", committed=6) == 8, "7 holds no record"
 
 
 def test_an_offset_handed_twice_is_in_flight_until_both_copies_finish() -> None:
@@ -154,14 +166,13 @@ def marked_topic(kafka_broker: Any) -> str:
 
 
 @pytest.mark.kafka
-def test_the_broker_lookup_finds_records_and_steps_over_transaction_markers(
-    kafka_broker: Any, marked_topic: str
-) -> None:
+def test_the_broker_scan_tells_records_from_transaction_markers(kafka_broker: Any, marked_topic: str) -> None:
     options = {"bootstrap_servers": kafka_broker.bootstrap_servers}
-    assert first_offset_at(options, marked_topic, 0, 1) == 1
-    assert first_offset_at(options, marked_topic, 0, 2) == 2
-    assert first_offset_at(options, marked_topic, 0, 3) == 4, "offset 3 is a transaction marker: no record"
-    assert first_offset_at(options, marked_topic, 0, 5, timeout_seconds=2.0) is None, "nothing written past 4 yet"
+    assert scan_offsets(options, marked_topic, 0, 0, 5) == ({0, 1, 2, 4}, 5)
+    assert scan_offsets(options, marked_topic, 0, 3, 4) == (set(), 4), "offset 3 is the transaction's marker"
+    assert scan_offsets(options, marked_topic, 0, 1, 3) == ({1, 2}, 3)
+    present, reached = scan_offsets(options, marked_topic, 0, 5, 7, timeout_seconds=2.0)
+    assert (present, reached) == (set(), 5), "nothing written past 4: the scan gets no further"
 
 
 class SeekRecorder:
@@ -190,16 +201,21 @@ def test_a_stalled_frontier_is_fetched_again_or_stepped_over_as_the_broker_says(
     worker.app.consumer = consumer  # type: ignore[assignment]
     tp = TP(marked_topic, 0)
     worker.offsets.set_log_start(tp, 0)
-    finish(worker.offsets, 0, 2, 4, tp=tp)  # 1 was dropped
+    finish(worker.offsets, 0, 2, 4, tp=tp)  # 1 was dropped; 3 is the transaction's marker
     try:
-        asyncio.run(worker._recover_stalled(tp, 1))
+        asyncio.run(worker._recover_stalled(tp, 1, position=5))
         assert consumer.seeks == [(tp, 1)], "a record is there: it must be fetched again"
         assert worker.metrics.retries.labels(stage="refetch")._value.get() == 1
+        assert worker.offsets.next_commit(tp, committed=None) == 1, "no further than the dropped event"
         finish(worker.offsets, 1, tp=tp)  # fetched again and processed
-        assert worker.offsets.next_commit(tp, committed=None) == 3
-        # Offset 3 is the transaction's marker: the frontier steps over it, nothing is re-read.
-        asyncio.run(worker._recover_stalled(tp, 3))
+        assert worker.offsets.next_commit(tp, committed=1) == 5, "the marker at 3 is stepped over"
+
+        # A frontier on the marker itself: stepped over without re-reading anything.
+        worker.offsets = UploadOffsets()
+        worker.offsets.set_log_start(tp, 0)
+        finish(worker.offsets, 0, 1, 2, 4, tp=tp)
+        asyncio.run(worker._recover_stalled(tp, 3, position=5))
         assert consumer.seeks == [(tp, 1)]
-        assert worker.offsets.next_commit(tp, committed=3) == 5
+        assert worker.offsets.next_commit(tp, committed=None) == 5
     finally:
         worker.close()
