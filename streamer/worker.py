@@ -337,8 +337,9 @@ class MotionGuardWorker:
                 "partition %d: the event at offset %d was fetched but never processed; fetching from there again",
                 tp.partition, offset,
             )  # fmt: skip
-            self.metrics.retries.labels(stage="refetch").inc()
-            await self.app.consumer.seek(tp, offset)
+            if tp in self.app.consumer.assignment():  # not revoked while the broker was asked
+                self.metrics.retries.labels(stage="refetch").inc()
+                await self.app.consumer.seek(tp, offset)
         elif reached <= offset:
             logger.warning("partition %d: no answer from the broker for offset %d; trying later", tp.partition, offset)
 

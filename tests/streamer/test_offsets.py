@@ -180,6 +180,10 @@ class SeekRecorder:
 
     def __init__(self) -> None:
         self.seeks: list[tuple[Any, int]] = []
+        self.assigned: set[Any] = set()
+
+    def assignment(self) -> set[Any]:
+        return self.assigned
 
     async def seek(self, tp: Any, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -200,6 +204,7 @@ def test_a_stalled_frontier_is_fetched_again_or_stepped_over_as_the_broker_says(
     consumer = SeekRecorder()
     worker.app.consumer = consumer  # type: ignore[assignment]
     tp = TP(marked_topic, 0)
+    consumer.assigned.add(tp)
     worker.offsets.set_log_start(tp, 0)
     finish(worker.offsets, 0, 2, 4, tp=tp)  # 1 was dropped; 3 is the transaction's marker
     try:
@@ -217,5 +222,10 @@ def test_a_stalled_frontier_is_fetched_again_or_stepped_over_as_the_broker_says(
         asyncio.run(worker._recover_stalled(tp, 3, position=5))
         assert consumer.seeks == [(tp, 1)]
         assert worker.offsets.next_commit(tp, committed=None) == 5
+
+        # A partition revoked while the broker was asked is not sought.
+        consumer.assigned.clear()
+        asyncio.run(worker._recover_stalled(tp, 1, position=5))
+        assert consumer.seeks == [(tp, 1)]
     finally:
         worker.close()
