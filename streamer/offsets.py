@@ -13,7 +13,8 @@ on its own:
   it skips around a rebalance or while flow control is stopped, and the rest
   of a fetched batch when the flow stops in the middle of it.  It counts a
   jump in fetched offsets as a *gap* (offsets it believes hold no record) and
-  commits across it;
+  commits across it; and after a seek back it drops the records it believes
+  it has read already, even those it never delivered;
 * after a rebalance it seeks each partition back to its committed offset, but
   only when that offset is above 0, so a partition that was never committed
   keeps reading *after* the events it dropped.
@@ -25,8 +26,10 @@ labels and the tables keep Faust's rules):
   which have their outcome, and gives the commit *frontier*: the first offset
   of a partition without an outcome.  Nothing past it is committed.
 * :class:`UploadsConsumer` is Faust's aiokafka consumer with its commit rule
-  for the uploads topic replaced by the frontier, and never-committed uploads
-  partitions sought back to the start of the log after Faust's seek.
+  for the uploads topic replaced by the frontier, never-committed uploads
+  partitions sought back to the start of the log after Faust's seek, and
+  every uploads record fetched after a seek delivered (Faust would drop the
+  ones it believes it has read already, see :class:`_ReadOffsets`).
 * When a partition's frontier event was fetched but is in nobody's hands for
   a while, :meth:`UploadOffsets.stalled` says so; the worker then asks the
   broker which of the fetched offsets from there on hold a record
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,6 +192,30 @@ class UploadOffsets:
         return offset
 
 
+class _ReadOffsets(defaultdict[Any, int | None]):
+    """Faust's last-read offset per partition, never consulted for the uploads topic.
+
+    Faust drops a fetched record whose offset is below the partition's last
+    read one, to avoid delivering it twice.  But it also advances that offset
+    for records it then fails to deliver (a callback cancelled when the flow
+    stops), and around start-up it goes on draining a batch fetched before
+    its own seek to the committed offset: the same events, fetched again after
+    the seek, were then dropped as already read, and nothing delivered them.
+    For the uploads topic every fetched record is delivered, as a plain Kafka
+    consumer does after a seek; a duplicate costs a second, identical verdict,
+    and what is committed does not depend on it (:class:`UploadOffsets`).
+    """
+
+    def __init__(self, consumer: UploadsConsumer) -> None:
+        super().__init__(lambda: None)
+        self._consumer = consumer
+
+    def __getitem__(self, tp: Any) -> int | None:
+        if tp.topic == self._consumer.uploads_topic:
+            return None
+        return super().__getitem__(tp)
+
+
 class UploadsConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, with the uploads topic's commits decided by :class:`UploadOffsets`.
 
@@ -198,6 +225,10 @@ class UploadsConsumer(AIOKafkaConsumer):
 
     uploads_topic: str = ""
     upload_offsets: UploadOffsets
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _ReadOffsets(self)
 
     def _new_offset(self, tp: Any) -> int | None:
         if tp.topic != self.uploads_topic:

@@ -104,5 +104,10 @@ def test_uploads_commits_follow_the_frontier_and_other_topics_keep_fausts_rule(d
         worker.offsets.done(uploads, 0)
         assert consumer._filter_committable_offsets([uploads]) == {uploads: 3}
         assert consumer._acked[uploads] == [], "Faust's own ack record of the uploads topic is not kept"
+        # Records fetched again after a seek are delivered for the uploads topic, however far Faust read.
+        consumer._read_offset[uploads] = 40
+        consumer._read_offset[labels] = 40
+        assert consumer._read_offset[uploads] is None
+        assert consumer._read_offset[labels] == 40
     finally:
         worker.app.loop.close()
