@@ -116,14 +116,12 @@ class UploadOffsets:
         Returns how many offsets were marked absent.
         """
         marked = 0
-        run_start: int | None = None
-        for offset in range(start, reached + 1):
-            if offset < reached and offset not in present:
-                run_start = offset if run_start is None else run_start
-            elif run_start is not None:
-                self.mark_absent(tp, run_start, offset)
-                marked += offset - run_start
-                run_start = None
+        unseen_from = start
+        for seen in [*sorted(o for o in present if start <= o < reached), reached]:
+            if seen > unseen_from:
+                self.mark_absent(tp, unseen_from, seen)
+                marked += seen - unseen_from
+            unseen_from = seen + 1
         return marked
 
     def in_flight(self) -> int:
@@ -241,7 +239,7 @@ class UploadsConsumer(AIOKafkaConsumer):
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         # A jump in the offsets Faust fetched is no proof that the offsets in
         # between hold no event (Faust itself drops events); for the uploads
-        # topic only the broker's answer counts (first_offset_at).
+        # topic only the broker's answer counts (scan_offsets).
         if tp.topic != self.uploads_topic:
             await super()._add_gap(tp, offset_from, offset_to)
 

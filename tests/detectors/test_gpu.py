@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from detectors.embedding import ClipEmbedder, EmbedderSpec
-from detectors.pipeline import Detector, ModelInfo
-from detectors.prompts import fit_prompt_classifier
 from detectors.sampling import FfmpegSampler, SamplingConfig
+from tests.detectors.builders import prompt_detector
 from tests.videofactory import VideoCache
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -53,16 +52,8 @@ def test_batched_scanning_on_the_gpu_scores_like_the_cpu(videos: VideoCache) -> 
         for source in ("testsrc2", "color=red", "color=blue", "smptebars", "mandelbrot")
     ]
 
-    def detector(embedder: ClipEmbedder) -> Detector:
-        return Detector(
-            sampler=FfmpegSampler(SamplingConfig(frames=4)),
-            embedder=embedder,
-            classifier=fit_prompt_classifier(embedder),
-            model=ModelInfo("test", "test@1", "prompt", embedder.describe(), untrained=True),
-        )
-
-    alone = [detector(cpu).scan(p) for p in paths]
-    batched = list(detector(gpu).scan_many(paths, decode_workers=3, batch_videos=4))
+    alone = [prompt_detector(cpu).scan(p) for p in paths]
+    batched = list(prompt_detector(gpu).scan_many(paths, decode_workers=3, batch_videos=4))
     assert [r.source for r in batched] == [str(p) for p in paths]
     for one, many in zip(alone, batched, strict=True):
         assert one.score is not None and many.score is not None

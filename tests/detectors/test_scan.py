@@ -20,6 +20,7 @@ from detectors.prompts import PromptClassifier
 from detectors.sampling import FfmpegSampler, SamplingConfig
 from detectors.types import AI_LABEL, REAL_LABEL
 from detectors.voting import Policy
+from tests.detectors.builders import prompt_detector
 from tests.videofactory import VideoCache, make_empty_file, make_text_file, make_truncated_copy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,18 +142,6 @@ def test_segments_show_a_video_whose_second_half_differs(videos: VideoCache, tin
     # The all-red video is real, the all-blue one generated.
     assert detector.scan(videos.video(seconds=1, source="color=red")).verdict == "real"
     assert detector.scan(videos.video(seconds=1, source="color=blue")).verdict == "ai_generated"
-
-
-def prompt_detector(embedder: ClipEmbedder) -> Detector:
-    """A frame-to-prompt detector on ``embedder`` sampling 4 frames."""
-    from detectors.prompts import fit_prompt_classifier
-
-    return Detector(
-        sampler=FfmpegSampler(SamplingConfig(frames=4)),
-        embedder=embedder,
-        classifier=fit_prompt_classifier(embedder),
-        model=ModelInfo("test", "test@1", "prompt", embedder.describe(), untrained=True),
-    )
 
 
 def test_scan_many_keeps_order_and_isolates_failures(
