@@ -31,7 +31,11 @@ labels and the tables keep Faust's rules):
   every uploads record fetched after a seek delivered (Faust would drop the
   ones it believes it has read already, see :class:`_ReadOffsets`).
 * When a partition's frontier event was fetched but is in nobody's hands for
-  a while, :meth:`UploadOffsets.stalled` says so; the worker then asks the
+  a while, :meth:`UploadOffsets.stalled` says so.  Evidence that it was
+  dropped rather than still queued comes only from events fetched since the
+  partition's last seek: after a seek back, Faust still delivers the events
+  it had queued before it, and the frontier's new copy waits behind them.
+  The worker then asks the
   broker which of the fetched offsets from there on hold a record
   (:func:`scan_offsets`): offsets without one (transaction markers, compacted
   or deleted records) are stepped over, and if the frontier holds an event
@@ -46,6 +50,7 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
@@ -60,7 +65,8 @@ class _PartitionOffsets:
     in_flight: Counter[int] = field(default_factory=Counter)  # offset -> actors holding it (a re-read: 2)
     done: set[int] = field(default_factory=set)
     absent: dict[int, int] = field(default_factory=dict)  # start -> stop of ranges that hold no record
-    highest_handed: int = -1
+    highest_handed: int = -1  # among events fetched since the last seek
+    seeks: int = 0  # how often the fetch position was moved: the current fetch epoch
     stall: tuple[int, float, int] | None = None  # (frontier, since, re-reads of that frontier)
 
 
@@ -82,6 +88,7 @@ class UploadOffsets:
     def __init__(self, stall_seconds: float = 15.0) -> None:
         self.stall_seconds = stall_seconds
         self._partitions: dict[Partition, _PartitionOffsets] = {}
+        self._fetch_epochs: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
     def _state(self, tp: Partition) -> _PartitionOffsets:
         return self._partitions.setdefault(tp, _PartitionOffsets())
@@ -90,11 +97,30 @@ class UploadOffsets:
         """The partition's first offset: where a never-committed partition starts reading."""
         self._state(tp).log_start = offset
 
-    def handed(self, tp: Partition, offset: int) -> None:
-        """An actor took the event at ``offset``."""
+    def sought(self, tp: Partition) -> None:
+        """The partition's fetch position was moved: events fetched before now are stale evidence."""
+        state = self._state(tp)
+        state.seeks += 1
+        state.highest_handed = -1
+
+    def current_epoch(self, tp: Partition) -> int:
+        """The partition's fetch epoch: how often its fetch position was moved so far."""
+        return self._state(tp).seeks
+
+    def fetched(self, message: Any, epoch: int) -> None:
+        """``message`` (weakly referenced) was fetched in fetch epoch ``epoch`` of its partition."""
+        self._fetch_epochs[message] = epoch
+
+    def fetch_epoch(self, message: Any) -> int | None:
+        """The fetch epoch :meth:`fetched` recorded for ``message``, ``None`` if none was."""
+        return self._fetch_epochs.get(message)
+
+    def handed(self, tp: Partition, offset: int, fetch_epoch: int | None = None) -> None:
+        """An actor took the event at ``offset``, fetched in ``fetch_epoch`` (``None``: the current one)."""
         state = self._state(tp)
         state.in_flight[offset] += 1
-        state.highest_handed = max(state.highest_handed, offset)
+        if fetch_epoch is None or fetch_epoch == state.seeks:
+            state.highest_handed = max(state.highest_handed, offset)
 
     def done(self, tp: Partition, offset: int) -> None:
         """The event at ``offset`` has its outcome on Kafka."""
@@ -165,8 +191,10 @@ class UploadOffsets:
         The event at the frontier was fetched when the fetch ``position`` is
         past it.  It was dropped rather than still queued when it is not in
         flight and either the worker is ``idle`` (an idle worker's queue is
-        empty) or a later offset of the partition was already handed (a
-        partition's events reach the actors in offset order).  Returns the
+        empty) or a later offset of the partition, fetched since its last
+        seek, was already handed (a partition's events reach the actors in
+        offset order; events queued before a seek back still reach them
+        first, ahead of the frontier's new copy).  Returns the
         offset once that has lasted ``stall_seconds`` (longer after each
         report for the same offset), else ``None``.
         """
@@ -227,6 +255,27 @@ class UploadsConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = _ReadOffsets(self)
+        self._batch_epochs: dict[Any, int] = {}
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        records, active = await super()._wait_next_records(timeout)
+        # Faust turns a fetched batch into messages one by one, while it
+        # delivers them; a seek in between must not make the rest look new.
+        offsets = self.upload_offsets
+        self._batch_epochs = {tp: offsets.current_epoch(tp) for tp in records or () if tp.topic == self.uploads_topic}
+        return records, active
+
+    def _to_message(self, tp: Any, record: Any) -> Any:
+        message = super()._to_message(tp, record)
+        epoch = self._batch_epochs.get(tp)
+        if epoch is not None:
+            self.upload_offsets.fetched(message, epoch)
+        return message
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        if partition.topic == self.uploads_topic:
+            self.upload_offsets.sought(partition)
+        await super().seek(partition, offset)
 
     def _new_offset(self, tp: Any) -> int | None:
         if tp.topic != self.uploads_topic:
@@ -246,6 +295,8 @@ class UploadsConsumer(AIOKafkaConsumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         uploads = [tp for tp in self.assignment() if tp.topic == self.uploads_topic]
+        for tp in uploads:  # each was sought to its committed offset
+            self.upload_offsets.sought(tp)
         if not uploads:
             return
         starts: Mapping[Any, int] = await self.earliest_offsets(*uploads)

@@ -61,6 +61,8 @@ class WorkerSettings:
     """At most this many upload events share one model batch ..."""
     batch_window_ms: int = 50
     """... gathered for at most this long."""
+    refetch_after_seconds: float = 15.0
+    """How long a fetched upload event may stay in nobody's hands (Faust dropped it) before it is fetched again."""
     decode_workers: int = 2
     """Threads running ffmpeg (each ffmpeg is its own process)."""
     decoder_threads: int = 2
@@ -103,6 +105,8 @@ class WorkerSettings:
             raise ValueError("batch_max_events must be >= 1")
         if self.batch_window_ms < 0:
             raise ValueError("batch_window_ms must be >= 0")
+        if self.refetch_after_seconds <= 0:
+            raise ValueError("refetch_after_seconds must be > 0")
         if self.decode_workers < 1:
             raise ValueError("decode_workers must be >= 1")
         if self.decoder_threads < 1:

@@ -177,7 +177,7 @@ class MotionGuardWorker:
             window_seconds=settings.batch_window_ms / 1000.0,
         )
         self.assigned = False
-        self.offsets = UploadOffsets()
+        self.offsets = UploadOffsets(stall_seconds=settings.refetch_after_seconds)
         self._lag_partitions: set[str] = set()
         model = detector.model
         self.metrics.model_info.labels(
@@ -254,7 +254,7 @@ class MotionGuardWorker:
             manual = cast("faust.Stream[bytes]", stream).noack()  # noack() is not on StreamT
             async for event in manual.events():
                 message = event.message
-                self.offsets.handed(message.tp, message.offset)
+                self.offsets.handed(message.tp, message.offset, self.offsets.fetch_epoch(message))
                 await self.handle_upload(event.key, event.value)
                 self.offsets.done(message.tp, message.offset)
                 await manual.ack(event)

@@ -133,6 +133,47 @@ def test_a_fetched_event_that_never_reached_an_actor_is_reported_after_the_stall
     assert offsets.stalled("p0", committed=None, position=9, idle=True, now=265.0) == 5
 
 
+def test_events_queued_before_a_seek_back_are_no_evidence_that_the_frontier_was_dropped_again() -> None:
+    offsets = started()
+    finish(offsets, 0, 1)
+    before = offsets.current_epoch("p0")
+    finish(offsets, 3)  # 2 was dropped; 3 overtook it
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=0.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=15.0) == 2
+    offsets.sought("p0")  # fetched again from 2; 4 to 8 were queued before the seek
+    assert offsets.current_epoch("p0") == before + 1
+    for offset in range(4, 9):
+        offsets.handed("p0", offset, fetch_epoch=before)
+        offsets.done("p0", offset)
+    # 2's new copy waits behind them in the queue: not suspect however long that takes.
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=20.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=500.0) is None
+    # A later offset fetched after the seek reached an actor first: 2 was dropped again.
+    offsets.handed("p0", 3, fetch_epoch=before + 1)
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=501.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=520.0) is None  # second report: 30 s
+    assert offsets.stalled("p0", committed=None, position=9, idle=False, now=531.0) == 2
+    # An idle worker has nothing queued: the frontier was dropped, whatever was handed since
+    # the seek. The third report waits 60 s.
+    offsets.done("p0", 3)
+    offsets.sought("p0")
+    assert offsets.stalled("p0", committed=None, position=9, idle=True, now=590.0) is None
+    assert offsets.stalled("p0", committed=None, position=9, idle=True, now=591.0) == 2
+
+
+def test_a_fetch_epoch_is_recorded_per_message_and_forgotten_with_it() -> None:
+    class Message:  # weakly referenceable, like Faust's messages
+        pass
+
+    offsets = started()
+    message = Message()
+    assert offsets.fetch_epoch(message) is None
+    offsets.fetched(message, 3)
+    assert offsets.fetch_epoch(message) == 3
+    del message
+    assert len(offsets._fetch_epochs) == 0
+
+
 @pytest.fixture(scope="module")
 def marked_topic(kafka_broker: Any) -> str:
     """One partition: records at offsets 0, 1 and 2 (2 in a transaction), its commit marker at 3, a record at 4."""

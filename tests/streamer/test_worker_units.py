@@ -1,4 +1,4 @@
-"""Worker pieces that need no broker: the catch-all error verdict and a failing label join."""
+"""Worker pieces that need no broker: the catch-all error verdict, a failing label join, the uploads consumer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
 from detectors.loading import DetectorOptions, build_detector
@@ -111,3 +113,57 @@ def test_uploads_commits_follow_the_frontier_and_other_topics_keep_fausts_rule(d
         assert consumer._read_offset[labels] == 40
     finally:
         worker.app.loop.close()
+
+
+def test_uploads_messages_carry_the_fetch_epoch_of_the_batch_they_were_fetched_in(
+    detector: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, _ = make_worker(detector, tmp_path)
+    consumer = worker.app.consumer
+    uploads = TP(worker.settings.topic_uploads, 0)
+    labels = TP(worker.settings.topic_labels, 0)
+
+    def record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"{}", None, 1, 2, [])
+
+    batch = {uploads: [record(uploads, 7), record(uploads, 8)], labels: [record(labels, 7)]}
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        return batch, set(batch)
+
+    sought: list[tuple[TP, int]] = []
+
+    async def move_position(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(FaustConsumer, "_wait_next_records", fetch)
+    monkeypatch.setattr(consumer, "_seek", move_position)
+
+    async def scenario() -> list[Any]:
+        await consumer._wait_next_records(1.0)
+        first = consumer._to_message(uploads, batch[uploads][0])
+        # A seek while Faust is still turning the batch into messages, one by one.
+        await consumer.seek(uploads, 5)
+        await consumer.seek(labels, 5)
+        rest = consumer._to_message(uploads, batch[uploads][1])
+        label = consumer._to_message(labels, batch[labels][0])
+        await consumer._wait_next_records(1.0)
+        refetched = consumer._to_message(uploads, batch[uploads][0])
+        return [first, rest, label, refetched]
+
+    try:
+        messages = asyncio.run(scenario())
+    finally:
+        worker.close()
+    offsets = worker.offsets
+    assert [offsets.fetch_epoch(m) for m in messages] == [0, 0, None, 1]
+    assert offsets.current_epoch(uploads) == 1
+    assert sought == [(uploads, 5), (labels, 5)], "the seeks themselves still reach the consumer"
+    # The batch fetched before the seek is no evidence against offset 5's new copy; the next one is.
+    offsets.set_log_start(uploads, 5)
+    offsets.handed(uploads, 8, offsets.fetch_epoch(messages[1]))
+    assert offsets.stalled(uploads, committed=None, position=9, idle=False, now=0.0) is None
+    assert offsets.stalled(uploads, committed=None, position=9, idle=False, now=100.0) is None
+    offsets.handed(uploads, 7, offsets.fetch_epoch(messages[3]))
+    assert offsets.stalled(uploads, committed=None, position=9, idle=False, now=101.0) is None
+    assert offsets.stalled(uploads, committed=None, position=9, idle=False, now=116.0) == 5
