@@ -35,7 +35,8 @@ labels and the tables keep Faust's rules):
   dropped rather than still queued comes only from events fetched since the
   partition's last seek: after a seek back, Faust still delivers the events
   it had queued before it, and the frontier's new copy waits behind them.
-  The worker then asks the
+  Those stale copies, like events already answered, are not processed again
+  (:meth:`UploadOffsets.superseded`).  The worker then asks the
   broker which of the fetched offsets from there on hold a record
   (:func:`scan_offsets`): offsets without one (transaction markers, compacted
   or deleted records) are stepped over, and if the frontier holds an event
@@ -67,6 +68,7 @@ class _PartitionOffsets:
     absent: dict[int, int] = field(default_factory=dict)  # start -> stop of ranges that hold no record
     highest_handed: int = -1  # among events fetched since the last seek
     seeks: int = 0  # how often the fetch position was moved: the current fetch epoch
+    sought_to: int | None = None  # where the last seek moved it (None: not known)
     stall: tuple[int, float, int] | None = None  # (frontier, since, re-reads of that frontier)
 
 
@@ -97,11 +99,29 @@ class UploadOffsets:
         """The partition's first offset: where a never-committed partition starts reading."""
         self._state(tp).log_start = offset
 
-    def sought(self, tp: Partition) -> None:
-        """The partition's fetch position was moved: events fetched before now are stale evidence."""
+    def sought(self, tp: Partition, offset: int | None) -> None:
+        """The partition's fetch position was moved to ``offset`` (``None``: not known).
+
+        Events fetched before now are stale: no evidence for :meth:`stalled`,
+        and those at ``offset`` or later are fetched again (:meth:`superseded`).
+        """
         state = self._state(tp)
         state.seeks += 1
+        state.sought_to = offset
         state.highest_handed = -1
+
+    def superseded(self, tp: Partition, offset: int, fetch_epoch: int | None) -> bool:
+        """Whether this copy of the event at ``offset`` needs no processing.
+
+        True when the event already has its outcome on Kafka, or when this copy
+        was fetched before the partition's last seek and that seek fetches it
+        again: the other copy is processed instead.
+        """
+        state = self._state(tp)
+        if offset in state.done:
+            return True
+        stale = fetch_epoch is not None and fetch_epoch != state.seeks
+        return stale and state.sought_to is not None and offset >= state.sought_to
 
     def current_epoch(self, tp: Partition) -> int:
         """The partition's fetch epoch: how often its fetch position was moved so far."""
@@ -274,7 +294,7 @@ class UploadsConsumer(AIOKafkaConsumer):
 
     async def seek(self, partition: Any, offset: int) -> None:
         if partition.topic == self.uploads_topic:
-            self.upload_offsets.sought(partition)
+            self.upload_offsets.sought(partition, offset)
         await super().seek(partition, offset)
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -295,8 +315,8 @@ class UploadsConsumer(AIOKafkaConsumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         uploads = [tp for tp in self.assignment() if tp.topic == self.uploads_topic]
-        for tp in uploads:  # each was sought to its committed offset
-            self.upload_offsets.sought(tp)
+        for tp in uploads:  # Faust sought those with a commit above 0 to it
+            self.upload_offsets.sought(tp, self._committed_offset.get(tp) or None)
         if not uploads:
             return
         starts: Mapping[Any, int] = await self.earliest_offsets(*uploads)

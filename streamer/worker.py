@@ -254,7 +254,12 @@ class MotionGuardWorker:
             manual = cast("faust.Stream[bytes]", stream).noack()  # noack() is not on StreamT
             async for event in manual.events():
                 message = event.message
-                self.offsets.handed(message.tp, message.offset, self.offsets.fetch_epoch(message))
+                fetch_epoch = self.offsets.fetch_epoch(message)
+                if self.offsets.superseded(message.tp, message.offset, fetch_epoch):
+                    # Answered already, or a copy queued before a seek back that fetches it again.
+                    await manual.ack(event)
+                    continue
+                self.offsets.handed(message.tp, message.offset, fetch_epoch)
                 await self.handle_upload(event.key, event.value)
                 self.offsets.done(message.tp, message.offset)
                 await manual.ack(event)

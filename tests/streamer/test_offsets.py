@@ -140,7 +140,7 @@ def test_events_queued_before_a_seek_back_are_no_evidence_that_the_frontier_was_
     finish(offsets, 3)  # 2 was dropped; 3 overtook it
     assert offsets.stalled("p0", committed=None, position=9, idle=False, now=0.0) is None
     assert offsets.stalled("p0", committed=None, position=9, idle=False, now=15.0) == 2
-    offsets.sought("p0")  # fetched again from 2; 4 to 8 were queued before the seek
+    offsets.sought("p0", 2)  # fetched again from 2; 4 to 8 were handed before the seek
     assert offsets.current_epoch("p0") == before + 1
     for offset in range(4, 9):
         offsets.handed("p0", offset, fetch_epoch=before)
@@ -156,9 +156,28 @@ def test_events_queued_before_a_seek_back_are_no_evidence_that_the_frontier_was_
     # An idle worker has nothing queued: the frontier was dropped, whatever was handed since
     # the seek. The third report waits 60 s.
     offsets.done("p0", 3)
-    offsets.sought("p0")
+    offsets.sought("p0", 2)
     assert offsets.stalled("p0", committed=None, position=9, idle=True, now=590.0) is None
     assert offsets.stalled("p0", committed=None, position=9, idle=True, now=591.0) == 2
+
+
+def test_a_copy_answered_already_or_queued_before_a_seek_back_needs_no_processing() -> None:
+    offsets = started()
+    finish(offsets, 0, 1, 4)
+    first = offsets.current_epoch("p0")
+    assert offsets.superseded("p0", 4, first), "4 has its outcome"
+    assert not offsets.superseded("p0", 2, first)
+    offsets.sought("p0", 2)
+    assert offsets.superseded("p0", 3, first), "queued before the seek, which fetches 3 again"
+    assert not offsets.superseded("p0", 3, first + 1), "the copy fetched after the seek"
+    assert not offsets.superseded("p0", 3, None), "a copy without a fetch epoch is processed"
+    # A later seek past 3 means 3 is not fetched again: its earlier copy must be processed.
+    offsets.sought("p0", 6)
+    assert not offsets.superseded("p0", 3, first + 1)
+    assert offsets.superseded("p0", 7, first + 1)
+    # Where a seek went is unknown: every copy is processed.
+    offsets.sought("p0", None)
+    assert not offsets.superseded("p0", 7, first + 2)
 
 
 def test_a_fetch_epoch_is_recorded_per_message_and_forgotten_with_it() -> None:

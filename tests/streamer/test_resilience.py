@@ -72,13 +72,13 @@ FAULTS = Path(__file__).parent / "faults"
 def test_a_dropped_event_is_fetched_again_once_even_behind_a_backlog(
     kafka_broker: Any, video_root: Path, tmp_path: Path
 ) -> None:
-    """The worker re-fetches an event its consumer fetched but never delivered, and only once.
+    """The worker re-fetches an event its consumer fetched but never delivered, once, without redoing the rest.
 
     The fault hook (``faults/sitecustomize.py``) drops partition 0's offset 5
     the way faust-streaming drops events, and slows every upload so that a
     backlog is queued when the worker re-fetches: the frontier's new copy then
     waits behind events fetched before the seek, which must not pass for
-    evidence that it was dropped again.
+    evidence that it was dropped again, nor be processed twice.
     """
     topics = new_topics("drop")
     topics.create(kafka_broker.bootstrap_servers)
@@ -109,8 +109,11 @@ def test_a_dropped_event_is_fetched_again_once_even_behind_a_backlog(
     per_id = Counter(r["video_id"] for r in records)
     assert set(per_id) == set(ids)
     assert [r for r in records if r["verdict"] == "error"] == []
-    assert max(per_id.values()) <= 2, per_id.most_common(3)
-    print(f"drop test: {len(ids)} events, {len(records)} verdicts, {sum(per_id.values()) - len(per_id)} duplicates")
+    # Copies queued before the seek are not processed again; at most the events still in an
+    # actor's hands at the seek (8 actors) may be answered twice.
+    duplicates = sum(per_id.values()) - len(per_id)
+    assert duplicates <= 8, per_id.most_common(10)
+    print(f"drop test: {len(ids)} events, {len(records)} verdicts, {duplicates} duplicates")
 
 
 def test_scaling_up_and_down_mid_stream_loses_no_verdict(kafka_broker: Any, video_root: Path, tmp_path: Path) -> None:
