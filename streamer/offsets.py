@@ -69,6 +69,7 @@ class _PartitionOffsets:
     highest_handed: int = -1  # among events fetched since the last seek
     seeks: int = 0  # how often the fetch position was moved: the current fetch epoch
     sought_to: int | None = None  # where the last seek moved it (None: not known)
+    answered_below: int = 0  # every offset below has its outcome (the last commit handed out)
     stall: tuple[int, float, int] | None = None  # (frontier, since, re-reads of that frontier)
 
 
@@ -99,16 +100,26 @@ class UploadOffsets:
         """The partition's first offset: where a never-committed partition starts reading."""
         self._state(tp).log_start = offset
 
-    def sought(self, tp: Partition, offset: int | None) -> None:
-        """The partition's fetch position was moved to ``offset`` (``None``: not known).
+    def sought(self, tp: Partition, offset: int | None) -> int:
+        """The partition's fetch position is about to be moved to ``offset`` (``None``: not known yet).
 
-        Events fetched before now are stale: no evidence for :meth:`stalled`,
-        and those at ``offset`` or later are fetched again (:meth:`superseded`).
+        Call it *before* the seek: events fetched until now are stale, no
+        evidence for :meth:`stalled`, and those at ``offset`` or later are
+        fetched again (:meth:`superseded`).  (An event fetched before the seek
+        but stamped after this call only counts as fresh: at worst it is
+        processed twice.)  Returns the new fetch epoch.
         """
         state = self._state(tp)
         state.seeks += 1
         state.sought_to = offset
         state.highest_handed = -1
+        return state.seeks
+
+    def seek_target(self, tp: Partition, epoch: int, offset: int | None) -> None:
+        """Where the seek announced by :meth:`sought` (which returned ``epoch``) moved the position."""
+        state = self._state(tp)
+        if state.seeks == epoch:  # not sought again since
+            state.sought_to = offset
 
     def superseded(self, tp: Partition, offset: int, fetch_epoch: int | None) -> bool:
         """Whether this copy of the event at ``offset`` needs no processing.
@@ -118,7 +129,7 @@ class UploadOffsets:
         again: the other copy is processed instead.
         """
         state = self._state(tp)
-        if offset in state.done:
+        if offset in state.done or offset < state.answered_below:
             return True
         stale = fetch_epoch is not None and fetch_epoch != state.seeks
         return stale and state.sought_to is not None and offset >= state.sought_to
@@ -203,6 +214,7 @@ class UploadOffsets:
             return None
         state.done = {o for o in state.done if o >= offset}
         state.absent = {start: stop for start, stop in state.absent.items() if stop > offset}
+        state.answered_below = max(state.answered_below, offset)
         return offset
 
     def stalled(self, tp: Partition, committed: int | None, position: int | None, idle: bool, now: float) -> int | None:
@@ -313,10 +325,12 @@ class UploadsConsumer(AIOKafkaConsumer):
             await super()._add_gap(tp, offset_from, offset_to)
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
         uploads = [tp for tp in self.assignment() if tp.topic == self.uploads_topic]
-        for tp in uploads:  # Faust sought those with a commit above 0 to it
-            self.upload_offsets.sought(tp, self._committed_offset.get(tp) or None)
+        # Faust seeks those with a commit above 0 to it; where is known only afterwards.
+        epochs = {tp: self.upload_offsets.sought(tp, None) for tp in uploads}
+        await super().perform_seek()
+        for tp, epoch in epochs.items():
+            self.upload_offsets.seek_target(tp, epoch, self._committed_offset.get(tp) or None)
         if not uploads:
             return
         starts: Mapping[Any, int] = await self.earliest_offsets(*uploads)

@@ -175,9 +175,21 @@ def test_a_copy_answered_already_or_queued_before_a_seek_back_needs_no_processin
     offsets.sought("p0", 6)
     assert not offsets.superseded("p0", 3, first + 1)
     assert offsets.superseded("p0", 7, first + 1)
-    # Where a seek went is unknown: every copy is processed.
-    offsets.sought("p0", None)
+    # Where a seek went is unknown: every copy is processed, until it is known.
+    third = offsets.sought("p0", None)
     assert not offsets.superseded("p0", 7, first + 2)
+    offsets.seek_target("p0", third, 6)
+    assert offsets.superseded("p0", 7, first + 2)
+    offsets.seek_target("p0", third - 1, 9)  # a stale answer about an earlier seek changes nothing
+    assert offsets.superseded("p0", 7, first + 2)
+
+
+def test_a_copy_below_the_last_commit_needs_no_processing_once_its_record_is_forgotten() -> None:
+    offsets = started()
+    finish(offsets, 0, 1, 2)
+    assert offsets.next_commit("p0", committed=None) == 3  # 0 to 2 are forgotten now
+    assert offsets.superseded("p0", 1, None)
+    assert not offsets.superseded("p0", 3, None)
 
 
 def test_a_fetch_epoch_is_recorded_per_message_and_forgotten_with_it() -> None:

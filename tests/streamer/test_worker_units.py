@@ -167,3 +167,46 @@ def test_uploads_messages_carry_the_fetch_epoch_of_the_batch_they_were_fetched_i
     offsets.handed(uploads, 7, offsets.fetch_epoch(messages[3]))
     assert offsets.stalled(uploads, committed=None, position=9, idle=False, now=101.0) is None
     assert offsets.stalled(uploads, committed=None, position=9, idle=False, now=116.0) == 5
+
+
+def test_a_batch_fetched_while_faust_seeks_to_the_committed_offsets_is_processed(
+    detector: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what was fetched before the seek started is stale; where Faust sought is known after it."""
+    worker, _ = make_worker(detector, tmp_path)
+    consumer = worker.app.consumer
+    uploads = TP(worker.settings.topic_uploads, 0)
+    batch = {uploads: [ConsumerRecord(uploads.topic, 0, n, 0, 0, b"k", b"{}", None, 1, 2, []) for n in (5, 6)]}
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        return batch, set(batch)
+
+    async def faust_perform_seek(self: Any) -> None:
+        # Faust asks the broker for the committed offsets and seeks there (5); meanwhile the
+        # consumer's own thread returns a batch that may already come from the new position.
+        await consumer._wait_next_records(1.0)
+        self._committed_offset[uploads] = 5
+
+    async def log_starts(*tps: Any) -> dict[Any, int]:
+        return dict.fromkeys(tps, 0)
+
+    monkeypatch.setattr(FaustConsumer, "_wait_next_records", fetch)
+    monkeypatch.setattr(FaustConsumer, "perform_seek", faust_perform_seek)
+    monkeypatch.setattr(consumer, "assignment", lambda: {uploads})
+    monkeypatch.setattr(consumer, "earliest_offsets", log_starts)
+
+    async def scenario() -> list[Any]:
+        await consumer._wait_next_records(1.0)
+        before = [consumer._to_message(uploads, record) for record in batch[uploads]]
+        await consumer.perform_seek()
+        during = [consumer._to_message(uploads, record) for record in batch[uploads]]
+        return before + during
+
+    try:
+        messages = asyncio.run(scenario())
+    finally:
+        worker.close()
+    offsets = worker.offsets
+    superseded = [offsets.superseded(uploads, m.offset, offsets.fetch_epoch(m)) for m in messages]
+    assert superseded == [True, True, False, False], "fetched before the seek: fetched again from 5"
+    assert offsets.frontier(uploads, committed=5) == 5
