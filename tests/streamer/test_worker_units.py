@@ -115,6 +115,20 @@ def test_uploads_commits_follow_the_frontier_and_other_topics_keep_fausts_rule(d
         worker.app.loop.close()
 
 
+def record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
+    """A fetched record as aiokafka hands it to Faust."""
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"{}", None, 1, 2, [])
+
+
+def serve_batch(monkeypatch: pytest.MonkeyPatch, batch: dict[TP, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    """Every fetch of Faust's consumer returns ``batch``."""
+
+    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
+        return batch, set(batch)
+
+    monkeypatch.setattr(FaustConsumer, "_wait_next_records", fetch)
+
+
 def test_uploads_messages_carry_the_fetch_epoch_of_the_batch_they_were_fetched_in(
     detector: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,21 +136,13 @@ def test_uploads_messages_carry_the_fetch_epoch_of_the_batch_they_were_fetched_i
     consumer = worker.app.consumer
     uploads = TP(worker.settings.topic_uploads, 0)
     labels = TP(worker.settings.topic_labels, 0)
-
-    def record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
-        return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"{}", None, 1, 2, [])
-
     batch = {uploads: [record(uploads, 7), record(uploads, 8)], labels: [record(labels, 7)]}
-
-    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
-        return batch, set(batch)
-
+    serve_batch(monkeypatch, batch)
     sought: list[tuple[TP, int]] = []
 
     async def move_position(tp: TP, offset: int) -> None:
         sought.append((tp, offset))
 
-    monkeypatch.setattr(FaustConsumer, "_wait_next_records", fetch)
     monkeypatch.setattr(consumer, "_seek", move_position)
 
     async def scenario() -> list[Any]:
@@ -176,10 +182,8 @@ def test_a_batch_fetched_while_faust_seeks_to_the_committed_offsets_is_processed
     worker, _ = make_worker(detector, tmp_path)
     consumer = worker.app.consumer
     uploads = TP(worker.settings.topic_uploads, 0)
-    batch = {uploads: [ConsumerRecord(uploads.topic, 0, n, 0, 0, b"k", b"{}", None, 1, 2, []) for n in (5, 6)]}
-
-    async def fetch(self: Any, timeout: float) -> tuple[Any, Any]:
-        return batch, set(batch)
+    batch = {uploads: [record(uploads, 5), record(uploads, 6)]}
+    serve_batch(monkeypatch, batch)
 
     async def faust_perform_seek(self: Any) -> None:
         # Faust asks the broker for the committed offsets and seeks there (5); meanwhile the
@@ -190,7 +194,6 @@ def test_a_batch_fetched_while_faust_seeks_to_the_committed_offsets_is_processed
     async def log_starts(*tps: Any) -> dict[Any, int]:
         return dict.fromkeys(tps, 0)
 
-    monkeypatch.setattr(FaustConsumer, "_wait_next_records", fetch)
     monkeypatch.setattr(FaustConsumer, "perform_seek", faust_perform_seek)
     monkeypatch.setattr(consumer, "assignment", lambda: {uploads})
     monkeypatch.setattr(consumer, "earliest_offsets", log_starts)
