@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps deploy-tools demo test lint bench clean
+.PHONY: setup system-deps deploy-tools image demo test lint bench clean
 
 setup: system-deps $(STAMP)
 
@@ -23,10 +23,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# the worker image, motionguard:dev-cpu, with Debian's podman and no registry (cached layers reused)
+image:
+	@bash scripts/image.sh
+
 demo: setup
 	@bash scripts/demo.sh
 
-test: setup deploy-tools
+test: setup deploy-tools image
 	$(PY) -m pytest
 
 # benchmarks (not tests): writes BENCHMARKS.md; `make bench BENCH_ARGS=--quick` for a short run

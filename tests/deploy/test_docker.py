@@ -55,24 +55,22 @@ def test_dockerfile_parses_without_lint_warnings(deploycheck: str) -> None:
     report = json.loads(run_tool([deploycheck, "dockerfile", str(DOCKERFILE)]).stdout)
     assert report["warnings"] == []
     names = [stage["name"] for stage in report["stages"]]
-    assert names[-1] == "final"
-    # runtime-${VARIANT} must name a stage for both variants.
-    assert {"runtime-cpu", "runtime-cuda", "bundle", "build"} <= set(names)
-    assert {"runtime-${VARIANT}"} == {s["base"] for s in report["stages"] if s["name"] == "runtime"}
-    assert {"VARIANT", "CPU_BASE_IMAGE", "CUDA_BASE_IMAGE"} <= set(report["meta_args"])
+    assert names == ["runtime", "bundle", "build", "final"]
+    assert {"VARIANT", "BASE_IMAGE"} <= set(report["meta_args"])
+    # podman 4.3's builder cannot pick a stage by a build argument (FROM stage-${ARG}): every
+    # base is either the BASE_IMAGE argument, scratch, or a stage named literally.
+    for stage in report["stages"]:
+        assert stage["base"] in {"${BASE_IMAGE}", "scratch"} or stage["base"] in names, stage
 
 
-def test_dockerfile_bases_and_runtime_tools() -> None:
+def test_dockerfile_base_and_runtime_tools() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG VARIANT=cpu$", text, re.M)
-    assert re.search(r"^ARG CPU_BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.M)
-    assert re.search(r"^ARG CUDA_BASE_IMAGE=nvidia/cuda:12\.[0-9.]+-cudnn-runtime-ubuntu22\.04$", text, re.M)
-    by_stage = stages()
-    for variant in ("runtime-cpu", "runtime-cuda"):
-        runs = " ".join(args for instruction, args in by_stage[variant] if instruction == "RUN")
-        assert "ffmpeg" in runs, f"{variant} must install ffmpeg"
-    cuda_runs = " ".join(args for instruction, args in by_stage["runtime-cuda"] if instruction == "RUN")
-    assert "python3.11" in cuda_runs and "python3.11-venv" in cuda_runs
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.M)
+    runs = " ".join(args for instruction, args in stages()["runtime"] if instruction == "RUN")
+    assert "ffmpeg" in runs and "python3.11" in runs
+    # The stages the final image inherits set no environment: build settings stay in the build stage.
+    assert [args for instruction, args in stages()["runtime"] if instruction == "ENV"] == []
 
 
 def test_final_image_runs_the_worker_as_non_root() -> None:
