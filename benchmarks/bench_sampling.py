@@ -1,4 +1,4 @@
-"""Sampling cost versus video length: the same N frames from a 10-second and a 10-minute video.
+"""Sampling cost versus video length and plan: the same N frames from a 10-second and a 10-minute video.
 
     .venv/bin/python -m benchmarks.bench_sampling [--quick] [--repeats 3]
 
@@ -9,7 +9,11 @@ target case, typical of uploads) and x264's default (at most 250 frames,
 8.3 s at 30 fps: the expensive case for accurate seeking).  Short and long are
 timed alternately, ``--repeats`` times each, in this one process; the figure
 is the median, the cost is wall time and the CPU time of the ffmpeg/ffprobe
-processes (steadier on a shared machine).
+processes (steadier on a shared machine: the decode CPU-seconds per video),
+with the frames ffmpeg's decoders produced (its own count) and the decoding
+mode the plan chose.  Plans: the keyframe-aware default (``nearest_keyframe``),
+exact frames (``accurate``) and the keyframe at or before (``keyframe``).  The
+naive pipeline's decode cost is its whole run (``benchmarks.naive``).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from detectors.sampling import FfmpegSampler, SamplingConfig
 IMAGE_SIZE = 224
 
 
-def _time_once(sampler: FfmpegSampler, path: Path) -> tuple[float, float, int]:
+def _time_once(sampler: FfmpegSampler, path: Path) -> tuple[float, float, int, int | None, str]:
     cpu = children_cpu_seconds()
     started = time.perf_counter()
     frames = sampler.sample(path, IMAGE_SIZE)
-    return time.perf_counter() - started, children_cpu_seconds() - cpu, len(frames)
+    wall, cpu = time.perf_counter() - started, children_cpu_seconds() - cpu
+    return wall, cpu, len(frames), frames.frames_decoded, frames.decode_mode
 
 
 def measure_pair(config: SamplingConfig, short: Path, long: Path, repeats: int) -> dict[str, Any]:
@@ -41,9 +46,11 @@ def measure_pair(config: SamplingConfig, short: Path, long: Path, repeats: int) 
     walls: dict[str, list[float]] = {"short": [], "long": []}
     cpus: dict[str, list[float]] = {"short": [], "long": []}
     counts: dict[str, int] = {}
+    decoded: dict[str, int | None] = {}
+    modes: dict[str, str] = {}
     for _ in range(repeats):
         for name, path in (("short", short), ("long", long)):
-            wall, cpu, count = _time_once(sampler, path)
+            wall, cpu, count, decoded[name], modes[name] = _time_once(sampler, path)
             walls[name].append(wall)
             cpus[name].append(cpu)
             counts[name] = count
@@ -52,6 +59,8 @@ def measure_pair(config: SamplingConfig, short: Path, long: Path, repeats: int) 
         wall = median(walls[name])
         out[name] = {
             "frames": counts[name],
+            "frames_decoded": decoded[name],
+            "decode_mode": modes[name],
             "wall_seconds": wall,
             "cpu_seconds": median(cpus[name]),
             "frames_per_second": counts[name] / wall,
@@ -77,10 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick:
         pairs["x264 default gop (250 frames)"] = long_video(corpus, gop_seconds=None)
     configs: list[tuple[str, SamplingConfig]] = [
-        ("default (accurate; one pass up to 600 frames, else one seek per frame)", SamplingConfig()),
+        ("default (nearest_keyframe, tolerance 0.5)", SamplingConfig()),
+        ("seek='accurate' (exact frames)", SamplingConfig(seek="accurate")),
         ("seek='keyframe'", SamplingConfig(seek="keyframe")),
-        ("skip_non_reference=True (accurate otherwise)", SamplingConfig(skip_non_reference=True)),
     ]
+    if not args.quick:
+        configs.append(
+            ("skip_non_reference=True (accurate otherwise)", SamplingConfig(seek="accurate", skip_non_reference=True))
+        )
     frame_counts = (16,) if args.quick else (16, 8)
     rows = []
     for gop, (short, long) in pairs.items():
@@ -91,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
                 result = measure_pair(config, short, long, repeats)
                 rows.append({"gop": gop, "config": label, "frames_requested": frames, **result})
                 log(
-                    f"  short {result['short']['wall_seconds']:.2f} s, long {result['long']['wall_seconds']:.2f} s, "
+                    f"  short {result['short']['wall_seconds']:.2f} s ({result['short']['cpu_seconds']:.2f} s CPU, "
+                    f"{result['short']['frames_decoded']} decoded, {result['short']['decode_mode']}), "
+                    f"long {result['long']['wall_seconds']:.2f} s ({result['long']['cpu_seconds']:.2f} s CPU, "
+                    f"{result['long']['frames_decoded']} decoded, {result['long']['decode_mode']}), "
                     f"ratio {result['ratio_wall']:.2f} (cpu {result['ratio_cpu']:.2f})"
                 )
     videos = {}

@@ -80,6 +80,19 @@ WeightsOption = Annotated[
     Path | None, typer.Option(help="Fine-tuned (FT-CLIP) .safetensors weights for --model's architecture.")
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+FrameSeekOption = Annotated[
+    str,
+    typer.Option(
+        help="Which frame each wanted time gets: nearest_keyframe (the nearest keyframe within the tolerance, "
+        "else the exact frame; cheapest), accurate (the frame on screen) or keyframe (the keyframe at or before)."
+    ),
+]
+KeyframeToleranceOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
+    ),
+]
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -133,6 +146,8 @@ def scan(
             "reference frame at or after its time."
         ),
     ] = False,
+    frame_seek: FrameSeekOption = "nearest_keyframe",
+    keyframe_tolerance: KeyframeToleranceOption = 0.5,
 ) -> None:
     """Score video files as real or AI-generated.
 
@@ -160,6 +175,8 @@ def scan(
                     timeout_seconds=timeout_seconds,
                     decoder_threads=decoder_threads,
                     skip_non_reference=skip_non_reference,
+                    seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
+                    keyframe_tolerance=keyframe_tolerance,
                 ),
             )
         )

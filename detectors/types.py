@@ -52,12 +52,18 @@ class SampledFrames:
     """Frames taken from one video, already at the model's input size.
 
     ``frames`` is ``(n, size, size, 3)`` RGB ``uint8``; ``timestamps_seconds[i]``
-    is where frame ``i`` was taken from (the first frame at or after that time).
+    is the presentation time of frame ``i`` as decoded, in seconds from the
+    start of the file (not the time that was asked for).  ``frames_decoded``
+    is how many frames the decoder produced to get them (``None``: not
+    known), ``decode_mode`` how they were decoded (the sampler's word, e.g.
+    ``one_pass`` or ``seek``); both describe cost, not content.
     """
 
     frames: UInt8Array
     timestamps_seconds: npt.NDArray[np.float64]
     probe: VideoProbe
+    frames_decoded: int | None = None
+    decode_mode: str = ""
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -113,12 +119,17 @@ class FrameClassifier(Protocol):
 
 @dataclass(frozen=True)
 class Segment:
-    """Score over a window of consecutive sampled frames."""
+    """Score over a window of consecutive sampled frames.
+
+    ``frame_seconds`` are the times of the frames that were scored, as decoded
+    (``start_seconds`` is the first, ``end_seconds`` the last).
+    """
 
     start_seconds: float
     end_seconds: float
     score: float
     frames: int
+    frame_seconds: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -126,6 +137,7 @@ class Segment:
             "end_seconds": round(self.end_seconds, 3),
             "score": round(self.score, 4),
             "frames": self.frames,
+            "frame_seconds": [round(t, 3) for t in self.frame_seconds],
         }
 
 

@@ -110,6 +110,7 @@ def _segments(
                 end_seconds=float(timestamps[stop - 1]),
                 score=_aggregate(window, policy),
                 frames=stop - start,
+                frame_seconds=tuple(float(t) for t in timestamps[start:stop]),
             )
         )
     return tuple(segments)

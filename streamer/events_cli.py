@@ -203,6 +203,8 @@ def worker(
                     timeout_seconds=settings.ffmpeg_timeout_seconds,
                     decoder_threads=settings.decoder_threads,
                     skip_non_reference=settings.skip_non_reference,
+                    seek=settings.frame_seek,  # type: ignore[arg-type]  # checked by WorkerSettings
+                    keyframe_tolerance=settings.keyframe_tolerance,
                 ),
             )
         )

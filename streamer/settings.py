@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from detectors.sampling import SEEK_MODES
 from streamer.schemas import Topics
 
 PREFIX = "MOTIONGUARD_"
@@ -70,6 +71,13 @@ class WorkerSettings:
     skip_non_reference: bool = False
     """Decode only H.264/H.265 reference frames when sampling (about a third less decoding with B-frames;
     each sampled frame may then be one to three frames later than its exact time)."""
+    frame_seek: str = "nearest_keyframe"
+    """Which frame each wanted time gets: ``nearest_keyframe`` (the nearest keyframe within
+    ``keyframe_tolerance``, else the exact frame; decodes a fraction of the frames), ``accurate``
+    (the frame on screen) or ``keyframe`` (the keyframe at or before)."""
+    keyframe_tolerance: float = 0.5
+    """For ``nearest_keyframe``: how far a keyframe may be from its wanted time, as a fraction of the
+    spacing between wanted times (0 to 0.5; 0.5 = anywhere in the frame's own share of the video)."""
 
     # --- sources (URIs) ----------------------------------------------------------
     allowed_roots: tuple[str, ...] = ()
@@ -111,6 +119,10 @@ class WorkerSettings:
             raise ValueError("decode_workers must be >= 1")
         if self.decoder_threads < 1:
             raise ValueError("decoder_threads must be >= 1")
+        if self.frame_seek not in SEEK_MODES:
+            raise ValueError(f"frame_seek must be one of {', '.join(SEEK_MODES)}; got {self.frame_seek!r}")
+        if not 0.0 <= self.keyframe_tolerance <= 0.5:
+            raise ValueError("keyframe_tolerance must be from 0 to 0.5")
         if self.label_join_days < 1:
             raise ValueError("label_join_days must be >= 1")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):

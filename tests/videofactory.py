@@ -145,6 +145,32 @@ def ffprobe_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return result
 
 
+def packet_times(path: str | os.PathLike[str]) -> tuple[list[float], list[float]]:
+    """``(frame times, keyframe times)`` of the first video stream, sorted, from its
+    packets as ffprobe lists them (nothing decoded): the truth for the tests."""
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
+         "-of", "json", os.fspath(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    packets = json.loads(done.stdout)["packets"]
+    times = sorted(float(p["pts_time"]) for p in packets)
+    keyframes = sorted(float(p["pts_time"]) for p in packets if p["flags"].startswith("K"))
+    return times, keyframes
+
+
+def make_vfr_video(path: str | os.PathLike[str], *, gop: int = 20) -> Path:
+    """A 4-second H.264 MP4 with a variable frame rate: 25 fps for 2 s, then 5 fps."""
+    out = Path(path)
+    setpts = "if(lt(N,50),N/25,2+(N-50)/5)/TB"
+    _run_ffmpeg(
+        ["-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "60", "-vf", f"setpts='{setpts}'",
+         "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop),
+         "-f", "mp4", str(out)]
+    )  # fmt: skip
+    return out
+
+
 def display_rotation_ccw(path: str | os.PathLike[str]) -> int:
     """Counter-clockwise rotation in ffprobe's display matrix (0 when there is none)."""
     for stream in ffprobe_json(path)["streams"]:

@@ -122,6 +122,7 @@ def identity_for(embedder: Any, sampling: Any) -> EmbeddingIdentity:
             "rate_fps": sampling.rate_fps,
             "max_frames": sampling.max_frames,
             "seek": sampling.seek,
+            **({"keyframe_tolerance": sampling.keyframe_tolerance} if sampling.seek == "nearest_keyframe" else {}),
         },
         spec={
             "model": spec.model,

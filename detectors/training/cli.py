@@ -46,6 +46,19 @@ WeightsOption = Annotated[
     Path | None, typer.Option(help="Fine-tuned (FT-CLIP) .safetensors weights for --model's architecture.")
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+FrameSeekOption = Annotated[
+    str,
+    typer.Option(
+        help="Which frame each wanted time gets: nearest_keyframe (default of scan and the worker), "
+        "accurate (the frame on screen) or keyframe (the keyframe at or before)."
+    ),
+]
+KeyframeToleranceOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
+    ),
+]
 SeedOption = Annotated[int, typer.Option(help="Seed of the grouped train/val/test split.")]
 ValFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for validation.")]
 TestFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for test.")]
@@ -127,6 +140,8 @@ def embed(
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per model call.")] = 64,
     workers: Annotated[int, typer.Option(min=1, help="Videos decoded ahead in threads.")] = 2,
     timeout_seconds: Annotated[float, typer.Option(min=0.1, help="Limit for each ffmpeg call.")] = 60.0,
+    frame_seek: FrameSeekOption = "nearest_keyframe",
+    keyframe_tolerance: KeyframeToleranceOption = 0.5,
 ) -> None:
     """Sample and embed every video once into a resumable cache (keyed by content and embedder)."""
     from detectors.embedding import EmbedderSpec
@@ -137,7 +152,13 @@ def embed(
 
     try:
         data = load_dataset(dataset)
-        sampling = SamplingConfig(frames=frames, max_frames=max(64, frames), timeout_seconds=timeout_seconds)
+        sampling = SamplingConfig(
+            frames=frames,
+            max_frames=max(64, frames),
+            timeout_seconds=timeout_seconds,
+            seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
+            keyframe_tolerance=keyframe_tolerance,
+        )
         embedder = build_embedder(
             EmbedderSpec.from_names(
                 model, pretrained, weights=str(weights) if weights else None,
@@ -311,6 +332,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per model call.")] = 64,
     workers: Annotated[int, typer.Option(min=1, help="Videos re-encoded / decoded ahead in threads.")] = 2,
     timeout_seconds: Annotated[float, typer.Option(min=0.1, help="Limit for each ffmpeg call.")] = 120.0,
+    frame_seek: FrameSeekOption = "nearest_keyframe",
+    keyframe_tolerance: KeyframeToleranceOption = 0.5,
 ) -> None:
     """Measure a bundle: metrics, plots, robustness, unseen generators (laid out like the paper)."""
     import dataclasses
@@ -348,7 +371,16 @@ def evaluate(
         raise _fail(str(e)) from e
     if embedder.untrained:
         _warn_untrained()
-    sampling = SamplingConfig(frames=loaded.frames, max_frames=max(64, loaded.frames), timeout_seconds=timeout_seconds)
+    try:
+        sampling = SamplingConfig(
+            frames=loaded.frames,
+            max_frames=max(64, loaded.frames),
+            timeout_seconds=timeout_seconds,
+            seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
+            keyframe_tolerance=keyframe_tolerance,
+        )
+    except ValueError as e:
+        raise _fail(str(e)) from e
     identity = identity_for(embedder, sampling)
     try:
         with _progress() as progress:
@@ -404,6 +436,8 @@ def finetune(
     resume: Annotated[bool, typer.Option(help="Resume from a matching checkpoint.")] = True,
     device: DeviceOption = "auto",
     timeout_seconds: Annotated[float, typer.Option(min=0.1, help="Limit for each ffmpeg call.")] = 60.0,
+    frame_seek: FrameSeekOption = "nearest_keyframe",
+    keyframe_tolerance: KeyframeToleranceOption = 0.5,
 ) -> None:
     """Contrastively fine-tune an open_clip model on labelled frames (FT-CLIP)."""
     from detectors.errors import MotionGuardError
@@ -436,7 +470,11 @@ def finetune(
             stderr.print("[yellow]fine-tuning a randomly initialised model: useful for tests only[/]")
         sampler = FfmpegSampler(
             SamplingConfig(
-                frames=frames_per_video, max_frames=max(64, frames_per_video), timeout_seconds=timeout_seconds
+                frames=frames_per_video,
+                max_frames=max(64, frames_per_video),
+                timeout_seconds=timeout_seconds,
+                seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
+                keyframe_tolerance=keyframe_tolerance,
             )
         )
         with _progress() as progress:

@@ -45,10 +45,12 @@ from tests.videofactory import (
 )
 
 SIZE = 224
-#: One pass from the start vs one seek per frame: both must give the same result.
+#: Exact frames, in one pass from the start (the cost model's choice for these short
+#: test videos) vs one seek per frame: both must give the same result.  The default,
+#: keyframe-aware plan is tested in test_sampling_plan.py.
 DECODE_MODES = {
-    "sequential": SamplingConfig(),
-    "seek": SamplingConfig(sequential_max_frames=0),
+    "sequential": SamplingConfig(seek="accurate"),
+    "seek": SamplingConfig(seek="accurate", sequential_max_frames=0),
 }
 
 
@@ -126,7 +128,9 @@ def test_config_defaults() -> None:
     assert config.max_duration_seconds == 4 * 3600
     assert config.max_pixels == 8192 * 8192
     assert config.timeout_seconds == 60
-    assert config.seek == "accurate"
+    assert config.seek == "nearest_keyframe"
+    assert config.keyframe_tolerance == 0.5
+    assert config.sequential_max_frames is None
     assert (config.ffmpeg_binary, config.ffprobe_binary) == ("ffmpeg", "ffprobe")
     with pytest.raises(AttributeError):
         config.frames = 3  # type: ignore[misc]
@@ -150,6 +154,10 @@ def test_config_defaults() -> None:
         {"timeout_seconds": 0},
         {"timeout_seconds": math.nan},
         {"seek": "fast"},
+        {"keyframe_tolerance": -0.1},
+        {"keyframe_tolerance": 0.6},
+        {"keyframe_tolerance": math.nan},
+        {"index_scan_seconds": 0},
         {"ffmpeg_binary": ""},
         {"ffprobe_binary": "  "},
         {"decoder_threads": 0},
@@ -263,6 +271,7 @@ def test_sequential_and_seek_give_identical_frames(videos: VideoCache) -> None:
     path = videos.video(seconds=4, gop=30)
     one_pass = FfmpegSampler(DECODE_MODES["sequential"]).sample(path, SIZE)
     seeking = FfmpegSampler(DECODE_MODES["seek"]).sample(path, SIZE)
+    assert (one_pass.decode_mode, seeking.decode_mode) == ("one_pass", "seek")
     np.testing.assert_array_equal(one_pass.timestamps_seconds, seeking.timestamps_seconds)
     np.testing.assert_array_equal(one_pass.frames, seeking.frames)
 

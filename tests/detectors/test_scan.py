@@ -137,6 +137,9 @@ def test_segments_show_a_video_whose_second_half_differs(videos: VideoCache, tin
     assert result.ok and result.score is not None
     assert [segment.score for segment in result.score.segments] == [0.0, 0.0, 1.0, 1.0]
     assert result.score.segments[2].start_seconds >= 2.0 > result.score.segments[1].end_seconds
+    # Every scored frame's real time is in the verdict.
+    scored = [t for segment in result.to_dict()["segments"] for t in segment["frame_seconds"]]
+    assert scored == [round(float(t), 3) for t in detector.sample(half_and_half).timestamps_seconds]
     assert result.score.vote_fraction == 0.5
     assert result.verdict == "needs_review"
     # The all-red video is real, the all-blue one generated.
