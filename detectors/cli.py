@@ -19,6 +19,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from detectors import __version__
+from detectors.cli_options import (
+    EXIT_INPUT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    DeviceOption,
+    FrameSeekOption,
+    KeyframeToleranceOption,
+    ModelOption,
+    PretrainedOption,
+    WeightsOption,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +43,6 @@ app = typer.Typer(
 
 stderr = Console(stderr=True)
 
-EXIT_OK = 0
-EXIT_INPUT_ERRORS = 2
-EXIT_USAGE = 3
 
 _VERDICT_STYLE = {"ai_generated": "bold red", "needs_review": "yellow", "real": "green", "error": "magenta"}
 
@@ -66,32 +74,8 @@ def _root(
         raise typer.Exit(EXIT_OK)
 
 
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Preset (clip-vit-b-32, clip-vit-l-14, ...) or open_clip architecture.")
-]
-PretrainedOption = Annotated[
-    str | None,
-    typer.Option(help="open_clip pretrained tag (e.g. openai), or 'none' for random weights (testing only)."),
-]
 BundleOption = Annotated[
     Path | None, typer.Option("--bundle", "-b", help="Model bundle directory (overrides --model/--pretrained).")
-]
-WeightsOption = Annotated[
-    Path | None, typer.Option(help="Fine-tuned (FT-CLIP) .safetensors weights for --model's architecture.")
-]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-FrameSeekOption = Annotated[
-    str,
-    typer.Option(
-        help="Which frame each wanted time gets: nearest_keyframe (the nearest keyframe within the tolerance, "
-        "else the exact frame; cheapest), accurate (the frame on screen) or keyframe (the keyframe at or before)."
-    ),
-]
-KeyframeToleranceOption = Annotated[
-    float,
-    typer.Option(
-        min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
-    ),
 ]
 
 

@@ -48,16 +48,7 @@ command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if ((${#need[@]})); then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        say "missing ${need[*]} and no apt-get here; install them with your package manager"
-        exit 1
-    fi
-    sudo=""
-    [[ "$(id -u)" == "0" ]] || sudo="sudo"
-    say "installing ${need[*]} from the OS packages"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    bash "$repo/scripts/apt-install.sh" image "${need[@]}"
 fi
 
 # --- 2. the base image, from Debian's packages ----------------------------------------------------

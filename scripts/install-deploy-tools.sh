@@ -79,16 +79,10 @@ fi
 
 # --- promtool and prometheus ------------------------------------------------------------
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        say "promtool/prometheus are missing and there is no apt-get; install Prometheus >= 2.42 yourself"
-        exit 1
-    fi
+    # Debian's prometheus package, for promtool and prometheus (>= 2.42).
+    bash "$repo/scripts/apt-install.sh" install-deploy-tools prometheus
     sudo=""
     [[ "$(id -u)" == "0" ]] || sudo="sudo"
-    say "installing Debian's prometheus package (for promtool and prometheus)"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     # Only the binaries are wanted: do not leave a system Prometheus running on :9090.
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
         $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true

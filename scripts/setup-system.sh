@@ -15,15 +15,4 @@ if ((${#need[@]} == 0)); then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
-    exit 1
-fi
-sudo=""
-if [[ "$(id -u)" != "0" ]]; then
-    sudo="sudo"
-fi
-echo "setup: installing ${need[*]} from the OS packages" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" setup "${need[@]}"

@@ -23,42 +23,27 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from detectors.cli_options import (
+    EXIT_INPUT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DeviceOption,
+    FrameSeekOption,
+    KeyframeToleranceOption,
+    ModelOption,
+    PretrainedOption,
+    WeightsOption,
+)
+
 if TYPE_CHECKING:
     from detectors.training.cache import VideoRecord
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_INPUT_ERRORS = 2
-EXIT_USAGE = 3
-EXIT_INTERRUPTED = 130
 
 stderr = Console(stderr=True)
 
-ModelOption = Annotated[
-    str,
-    typer.Option("--model", "-m", help="Preset (clip-vit-b-32, tiny-test, ...) or open_clip architecture."),
-]
-PretrainedOption = Annotated[
-    str | None, typer.Option(help="open_clip pretrained tag (e.g. openai), or 'none' for random weights.")
-]
-WeightsOption = Annotated[
-    Path | None, typer.Option(help="Fine-tuned (FT-CLIP) .safetensors weights for --model's architecture.")
-]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-FrameSeekOption = Annotated[
-    str,
-    typer.Option(
-        help="Which frame each wanted time gets: nearest_keyframe (default of scan and the worker), "
-        "accurate (the frame on screen) or keyframe (the keyframe at or before)."
-    ),
-]
-KeyframeToleranceOption = Annotated[
-    float,
-    typer.Option(
-        min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
-    ),
-]
 SeedOption = Annotated[int, typer.Option(help="Seed of the grouped train/val/test split.")]
 ValFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for validation.")]
 TestFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for test.")]
