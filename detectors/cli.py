@@ -133,6 +133,17 @@ def scan(
             "reference frame at or after its time."
         ),
     ] = False,
+    trust_anchor: Annotated[
+        list[Path] | None,
+        typer.Option(help="PEM file of C2PA trust anchors (repeatable); none by default."),
+    ] = None,
+    capture_claim_clears: Annotated[
+        bool | None,
+        typer.Option(
+            help="Let a trusted, intact C2PA camera-capture claim lower a content flag to real "
+            "(default: the policy's, off)."
+        ),
+    ] = None,
 ) -> None:
     """Score video files as real or AI-generated.
 
@@ -141,6 +152,7 @@ def scan(
     """
     from detectors.errors import MotionGuardError
     from detectors.loading import DetectorOptions, build_detector
+    from detectors.provenance import ProvenanceConfig
     from detectors.sampling import SamplingConfig
 
     try:
@@ -156,6 +168,8 @@ def scan(
                 flag_threshold=flag_threshold,
                 review_threshold=review_threshold,
                 aggregation=aggregation,
+                provenance=ProvenanceConfig(trust_anchor_paths=tuple(str(p) for p in trust_anchor or ())),
+                capture_claim_clears=capture_claim_clears,
                 sampling=SamplingConfig(
                     timeout_seconds=timeout_seconds,
                     decoder_threads=decoder_threads,
