@@ -175,6 +175,7 @@ def worker(
     """Run the streaming worker: upload events in, verdicts out, metrics on the web port."""
     from detectors.errors import MotionGuardError
     from detectors.loading import DetectorOptions, build_detector
+    from detectors.provenance import ProvenanceConfig
     from detectors.sampling import SamplingConfig
     from streamer.worker import MotionGuardWorker, run_worker
 
@@ -197,6 +198,12 @@ def worker(
                 device=settings.device,  # type: ignore[arg-type]
                 batch_size=settings.model_batch_frames,
                 frames=settings.frames or None,
+                provenance=ProvenanceConfig(
+                    trust_anchor_paths=settings.trust_anchors,
+                    allowed_list_paths=settings.trust_allowed_list,
+                    max_manifest_bytes=settings.max_manifest_bytes,
+                ),
+                capture_claim_clears=settings.capture_claim_clears or None,
                 sampling=SamplingConfig(
                     max_file_bytes=settings.max_file_bytes,
                     max_duration_seconds=settings.max_duration_seconds,
