@@ -127,6 +127,8 @@ class WorkerSettings:
             raise ValueError(f"security_protocol {self.security_protocol!r} is not one Kafka knows")
         if self.topic_partitions < 1:
             raise ValueError("topic_partitions must be >= 1")
+        if self.max_manifest_bytes < 1:
+            raise ValueError("max_manifest_bytes must be >= 1")
 
     @property
     def topics(self) -> Topics:

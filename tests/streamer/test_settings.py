@@ -16,6 +16,8 @@ def test_environment_values_are_typed() -> None:
             "MOTIONGUARD_ALLOW_PRIVATE_ADDRESSES": "true",
             "MOTIONGUARD_ALLOWED_ROOTS": "/data/a, /data/b",
             "MOTIONGUARD_DOWNLOAD_TIMEOUT_SECONDS": "2.5",
+            "MOTIONGUARD_TRUST_ANCHORS": "/etc/c2pa/a.pem,/etc/c2pa/b.pem",
+            "MOTIONGUARD_CAPTURE_CLAIM_CLEARS": "true",
             "PATH": "/usr/bin",
         }
     )
@@ -26,6 +28,8 @@ def test_environment_values_are_typed() -> None:
     assert settings.allow_private_addresses is True
     assert settings.allowed_roots == ("/data/a", "/data/b")
     assert settings.download_timeout_seconds == 2.5
+    assert settings.trust_anchors == ("/etc/c2pa/a.pem", "/etc/c2pa/b.pem")
+    assert settings.capture_claim_clears is True
 
 
 def test_a_misspelled_variable_is_an_error() -> None:
@@ -42,6 +46,7 @@ def test_a_misspelled_variable_is_an_error() -> None:
         {"MOTIONGUARD_SECURITY_PROTOCOL": "SASL_TLS"},
         {"MOTIONGUARD_DECODER_THREADS": "0"},
         {"MOTIONGUARD_SKIP_NON_REFERENCE": "sometimes"},
+        {"MOTIONGUARD_MAX_MANIFEST_BYTES": "0"},
     ],
 )
 def test_bad_values_are_errors(env: dict[str, str]) -> None:
