@@ -364,8 +364,8 @@ def test_metrics_expose_everything_and_match_what_was_processed(worker: WorkerPr
     assert metrics['motionguard_stage_duration_seconds_count{stage="provenance"}'] == scored
     reads = {k: v for k, v in metrics.items() if k.startswith("motionguard_provenance_reads_total")}
     assert sum(reads.values()) == scored
-    assert reads['motionguard_provenance_reads_total{state="untrusted",ai_declared="true"}'] >= 1
-    assert reads['motionguard_provenance_reads_total{state="invalid",ai_declared="true"}'] >= 1
+    assert reads['motionguard_provenance_reads_total{ai_declared="true",state="untrusted"}'] >= 1
+    assert reads['motionguard_provenance_reads_total{ai_declared="true",state="invalid"}'] >= 1
     decided = Counter((r["decided_by"], r["verdict"]) for r in verdicts.records if r["error"] is None)
     for (decided_by, verdict), count in decided.items():
         key = f'motionguard_verdicts_decided_total{{decided_by="{decided_by}",verdict="{verdict}"}}'
