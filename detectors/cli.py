@@ -82,22 +82,42 @@ WeightsOption = Annotated[
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 
 
+def _provenance_cell(provenance: dict[str, Any]) -> str:
+    """``untrusted AI (Google LLC)``, ``invalid: assertion.bmffHash.mismatch``, or empty for none."""
+    if not provenance["present"]:
+        return ""
+    state = provenance["state"]
+    if state in ("invalid", "unreadable"):
+        return f"{state}: {', '.join(provenance['problems'])}"
+    claim = "AI" if provenance["ai_declared"] else (provenance["digital_source_type"] or "").rsplit("/", 1)[-1]
+    issuer = f" ({provenance['issuer']})" if provenance["issuer"] else ""
+    return f"{state} {claim}".strip() + issuer
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title="MotionGuard verdicts", show_lines=False)
-    for column in ("source", "verdict", "score", "frames", "generator", "ms", "error"):
+    # The provenance column only when some input carries Content Credentials: terminals are narrow.
+    with_provenance = any(row["provenance"]["present"] for row in rows)
+    columns = ("source", "verdict", "score", "frames", "generator", "ms", "provenance", "error")
+    for column in columns if with_provenance else tuple(c for c in columns if c != "provenance"):
         table.add_column(column, overflow="fold")
     for row in rows:
         generator = ", ".join(f"{g['name']} {g['probability']:.2f}" for g in row["generator"] or [])
         error = row["error"]
-        table.add_row(
+        cells = [
             row["source"],
-            f"[{_VERDICT_STYLE.get(row['verdict'], '')}]{row['verdict']}[/]",
+            f"[{_VERDICT_STYLE.get(row['verdict'], '')}]{row['verdict']}[/]"
+            + (" by provenance" if row["decided_by"] == "provenance" else ""),
             "" if row["score"] is None else f"{row['score']:.3f}",
             str(row["frames_scored"]),
             generator,
             f"{row['timings_ms'].get('total', 0):.0f}",
+            _provenance_cell(row["provenance"]),
             "" if error is None else f"{error['code']}: {error['message']}",
-        )
+        ]
+        if not with_provenance:
+            del cells[6]
+        table.add_row(*cells)
     Console().print(table)
 
 

@@ -432,3 +432,13 @@ def test_scan_json_reports_provenance(ai_untrusted: Path, clip: Path, work: Path
     assert "assertion.bmffHash.mismatch" in broken["provenance"]["problems"]
     assert unsigned["provenance"]["present"] is False and unsigned["decided_by"] == "content"
     assert unsigned["verdict"] == unsigned["content_verdict"]
+
+
+def test_the_table_view_shows_provenance(ai_untrusted: Path) -> None:
+    from detectors.cli import _provenance_cell
+
+    provenance = ProvenanceReader().read(ai_untrusted).to_dict()
+    assert _provenance_cell(provenance) == "untrusted AI (MotionGuard Test Stranger)"
+    assert _provenance_cell(Provenance().to_dict()) == ""
+    broken = Provenance(present=True, state="invalid", problems=("assertion.bmffHash.mismatch",))
+    assert _provenance_cell(broken.to_dict()) == "invalid: assertion.bmffHash.mismatch"
