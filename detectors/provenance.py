@@ -17,13 +17,17 @@ are off, and the library's network allow-list is empty
 (``core.allowed_network_hosts: []``).  ``tests/detectors/test_provenance.py``
 proves that no connection is attempted, with a listener the manifest points to.
 
-Bounded.  A hostile file could carry a huge manifest box.  For BMFF files the
-top-level box headers are walked (8 or 16 bytes each, at most
-:data:`MAX_TOP_LEVEL_BOXES` of them; no JUMBF or CBOR is parsed here) and a C2PA
-``uuid`` box larger than ``max_manifest_bytes`` is refused before the library
+Bounded.  A hostile file could carry a huge manifest box, or one whose header
+claims a huge size.  In BMFF files the top-level box headers are walked (8 or
+16 bytes each, at most :data:`MAX_TOP_LEVEL_BOXES` of them; no JUMBF or CBOR is
+parsed here), in RIFF files the top-level chunk headers, and a C2PA box or
+chunk larger than ``max_manifest_bytes`` (8 MiB) is refused before the library
 sees the file: state ``unreadable`` with problem ``motionguard.manifestTooLarge``.
-Other containers cannot be measured without parsing them, so they are only
-handed to the library when the whole file is below ``max_manifest_bytes``.
+Files of other containers go to the library only when the whole file is within
+``max_manifest_bytes``; larger ones are not read (state ``none``): WebM and
+Matroska cannot carry a manifest, and a GIF's store cannot be measured without
+parsing it.  Whatever
+is not read leaves the verdict to the content, which is the safe direction.
 Apart from the manifest, the library hashes the content the manifest binds
 (linear in the file size, which the sampler's limits already bound).
 
@@ -254,19 +258,27 @@ class ProvenanceReader:
         return summarize(report)
 
     def _refuse_oversized(self, path: str | os.PathLike[str]) -> Provenance | None:
+        """A verdict without the library when the manifest store could be too large to read."""
         limit = self.config.max_manifest_bytes
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) == 8 and head[4:8] == b"ftyp":
-                box = c2pa_box_size(f, size)
-                too_large = box is not None and box > limit
+            head = f.read(12)
+            if len(head) >= 8 and head[4:8] == b"ftyp":
+                store = c2pa_box_size(f, size)
+            elif head[:4] == b"RIFF":
+                store = c2pa_riff_chunk_size(f, size)
+            elif size <= limit:
+                return None
             else:
-                too_large = size > limit
-        if too_large:
-            logger.info("provenance: manifest store of %s exceeds %d bytes, not read", path, limit)
-            return Provenance(present=True, state="unreadable", problems=(TOO_LARGE,))
-        return None
+                # Neither BMFF nor RIFF: a video container the library cannot read (WebM,
+                # Matroska: state none), or a GIF/image whose store cannot be measured without
+                # parsing it.  Not read: the content decides, as it does for ``none``.
+                logger.info("provenance: %s is larger than %d bytes and cannot be measured, not read", path, limit)
+                return Provenance()
+        if store is None or store <= limit:
+            return None
+        logger.info("provenance: manifest store of %s exceeds %d bytes, not read", path, limit)
+        return Provenance(present=True, state="unreadable", problems=(TOO_LARGE,))
 
 
 def c2pa_box_size(f: Any, file_size: int) -> int | None:
@@ -299,6 +311,27 @@ def c2pa_box_size(f: Any, file_size: int) -> int | None:
         if kind == b"uuid" and f.read(16) == C2PA_BMFF_UUID:
             found = max(found or 0, size)
         offset += size
+    return found
+
+
+def c2pa_riff_chunk_size(f: Any, file_size: int) -> int | None:
+    """Size in bytes of the largest ``C2PA`` chunk of a RIFF file (AVI, WAV), if any.
+
+    Walks the chunk headers of the top-level RIFF form only (8 bytes each).
+    """
+    offset = 12  # "RIFF", size, form type
+    found: int | None = None
+    for _ in range(MAX_TOP_LEVEL_BOXES):
+        if offset + 8 > file_size:
+            break
+        f.seek(offset)
+        header = f.read(8)
+        if len(header) < 8:
+            break
+        kind, size = struct.unpack("<4sI", header)
+        if kind == b"C2PA":
+            found = max(found or 0, size)
+        offset += 8 + size + (size & 1)
     return found
 
 

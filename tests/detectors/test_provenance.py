@@ -442,3 +442,43 @@ def test_the_table_view_shows_provenance(ai_untrusted: Path) -> None:
     assert _provenance_cell(Provenance().to_dict()) == ""
     broken = Provenance(present=True, state="invalid", problems=("assertion.bmffHash.mismatch",))
     assert _provenance_cell(broken.to_dict()) == "invalid: assertion.bmffHash.mismatch"
+
+
+def test_evaluate_keeps_provenance_decisions_apart(ai_untrusted: Path, clip: Path) -> None:
+    """A signed AI clip the content misses is counted under provenance, not in the content's accuracy."""
+    from types import SimpleNamespace
+
+    from detectors.training.evaluate import provenance_split
+
+    videos = [SimpleNamespace(item=SimpleNamespace(path=str(p))) for p in (ai_untrusted, clip, clip)]
+    pred = SimpleNamespace(
+        data=SimpleNamespace(videos=videos),
+        video_is_ai=np.array([True, False, True]),
+        video_pred_ai=lambda: np.array([False, False, False]),
+    )
+    split = provenance_split(pred, ProvenanceReader(), Policy())  # type: ignore[arg-type]
+    assert split["states"]["untrusted"] == 1 and split["states"]["none"] == 2
+    assert split["decided_by_provenance"] == {"videos": 1, "flagged": 1, "accuracy": 1.0}
+    assert split["decided_by_content"] == {"videos": 2, "flagged": 0, "accuracy": 0.5}
+
+
+def test_avi_carries_a_manifest_and_its_riff_chunk_is_bounded(videos: VideoCache, work: Path) -> None:
+    avi = videos.video(codec="h264", container="avi", seconds=1, width=64, height=64, fps=10)
+    chain = make_chain(work / "avi", "AVI")
+    signed = work / "signed.avi"
+    with (
+        c2pa.Builder(manifest(AI)) as builder,
+        chain.signer() as signer,
+        open(avi, "rb") as src,
+        open(signed, "w+b") as dst,
+    ):
+        builder.sign(signer, "video/x-msvideo", src, dst)
+    provenance = ProvenanceReader().read(signed)
+    assert provenance.state == "untrusted" and provenance.ai_declared
+    assert ProvenanceReader(ProvenanceConfig(max_manifest_bytes=1024)).read(signed).problems == (TOO_LARGE,)
+
+
+def test_a_large_file_of_another_container_is_not_read(videos: VideoCache) -> None:
+    webm = videos.video(codec="vp9", seconds=1, width=64, height=64)
+    assert webm.stat().st_size > 1024
+    assert ProvenanceReader(ProvenanceConfig(max_manifest_bytes=1024)).read(webm) == Provenance()
