@@ -82,7 +82,7 @@ WeightsOption = Annotated[
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 
 
-def _provenance_cell(provenance: dict[str, Any]) -> str:
+def provenance_summary(provenance: dict[str, Any]) -> str:
     """``untrusted AI (Google LLC)``, ``invalid: assertion.bmffHash.mismatch``, or empty for none."""
     if not provenance["present"]:
         return ""
@@ -112,7 +112,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             str(row["frames_scored"]),
             generator,
             f"{row['timings_ms'].get('total', 0):.0f}",
-            _provenance_cell(row["provenance"]),
+            provenance_summary(row["provenance"]),
             "" if error is None else f"{error['code']}: {error['message']}",
         ]
         if not with_provenance:

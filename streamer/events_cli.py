@@ -153,6 +153,12 @@ def _table_line(text: str, dead_letter: bool) -> str:
     error = record.get("error") or {}
     score = record.get("score")
     detail = f"{error.get('code')}: {error.get('message')}" if error else ", ".join(record.get("warnings") or [])
+    provenance = record.get("provenance")
+    if isinstance(provenance, dict) and provenance.get("present"):
+        from detectors.cli import provenance_summary
+
+        by = " (decided by provenance)" if record.get("decided_by") == "provenance" else ""
+        detail = "; ".join(part for part in (f"C2PA {provenance_summary(provenance)}{by}", detail) if part)
     return (
         f"{record.get('video_id') or '?':<24} {record.get('verdict', ''):<13} "
         f"{'' if score is None else format(score, '.3f'):>6} {record.get('frames_scored', 0):>4}  {detail}"

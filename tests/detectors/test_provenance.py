@@ -435,13 +435,13 @@ def test_scan_json_reports_provenance(ai_untrusted: Path, clip: Path, work: Path
 
 
 def test_the_table_view_shows_provenance(ai_untrusted: Path) -> None:
-    from detectors.cli import _provenance_cell
+    from detectors.cli import provenance_summary
 
     provenance = ProvenanceReader().read(ai_untrusted).to_dict()
-    assert _provenance_cell(provenance) == "untrusted AI (MotionGuard Test Stranger)"
-    assert _provenance_cell(Provenance().to_dict()) == ""
+    assert provenance_summary(provenance) == "untrusted AI (MotionGuard Test Stranger)"
+    assert provenance_summary(Provenance().to_dict()) == ""
     broken = Provenance(present=True, state="invalid", problems=("assertion.bmffHash.mismatch",))
-    assert _provenance_cell(broken.to_dict()) == "invalid: assertion.bmffHash.mismatch"
+    assert provenance_summary(broken.to_dict()) == "invalid: assertion.bmffHash.mismatch"
 
 
 def test_evaluate_keeps_provenance_decisions_apart(ai_untrusted: Path, clip: Path) -> None:
