@@ -98,7 +98,9 @@ class Measurements:
     sizes: tuple[int, int]
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def add(self, side: str, size: int, round_index: int, timed: Timed, frames: int, errors: int) -> None:
+    def add(
+        self, side: str, size: int, round_index: int, timed: Timed, frames: int, errors: int, provenance_ms: float = 0.0
+    ) -> None:
         self.runs.setdefault(side, []).append(
             {
                 "round": round_index,
@@ -107,6 +109,7 @@ class Measurements:
                 "cpu_seconds": timed.cpu_seconds,
                 "frames": frames,
                 "errors": errors,
+                "provenance_ms": provenance_ms,
                 "load_1min_after": load_average()[0],
                 "command": timed.command if size == self.sizes[0] else None,
             }
@@ -118,8 +121,10 @@ class Measurements:
         return float(runs[large] - runs[small]) / (large - small)
 
 
-def _count(side: Side, timed: Timed) -> tuple[int, int]:
+def _count(side: Side, timed: Timed) -> tuple[int, int, float]:
+    """Frames, errors and (scan only) the summed C2PA provenance read time in ms."""
     frames = errors = 0
+    provenance_ms = 0.0
     for line in timed.stdout.splitlines():
         if not line.startswith("{"):
             continue
@@ -127,9 +132,10 @@ def _count(side: Side, timed: Timed) -> tuple[int, int]:
         if side.kind == "scan":
             frames += int(row.get("frames_scored") or 0)
             errors += row.get("error") is not None
+            provenance_ms += float((row.get("timings_ms") or {}).get("provenance") or 0.0)
         else:
             frames += int(row.get("frames") or 0)
-    return frames, errors
+    return frames, errors, provenance_ms
 
 
 def measure(
@@ -141,8 +147,8 @@ def measure(
         shift = round_index % len(order)
         for side, size in order[shift:] + order[:shift]:
             timed = run_timed(side.argv(videos[:size]), env={"PYTHONWARNINGS": "ignore"})
-            frames, errors = _count(side, timed)
-            data.add(side.name, size, round_index, timed, frames, errors)
+            frames, errors, provenance_ms = _count(side, timed)
+            data.add(side.name, size, round_index, timed, frames, errors, provenance_ms)
             log(f"round {round_index + 1}/{rounds} {side.name:12s} {size:3d} videos: {timed.wall_seconds:6.1f} s "
                 f"wall, {timed.cpu_seconds:6.1f} s cpu, {frames} frames, {errors} errors")  # fmt: skip
     summary = []
@@ -150,6 +156,7 @@ def measure(
         per_round = [data.per_video(side.name, r) for r in range(rounds)]
         cpu_round = [data.per_video(side.name, r, "cpu_seconds") for r in range(rounds)]
         large = [r for r in data.runs[side.name] if r["videos"] == sizes[1]]
+        provenance_ms = median([r["provenance_ms"] / r["videos"] for r in large])
         summary.append(
             {
                 "side": side.name,
@@ -161,6 +168,8 @@ def measure(
                 "frames_per_second": FRAMES / median(per_round),
                 "frames_in_large_run": large[0]["frames"],
                 "errors_in_large_run": large[0]["errors"],
+                "provenance_ms_per_video": provenance_ms if side.kind == "scan" else None,
+                "provenance_share_of_scan": provenance_ms / 1000 / median(per_round) if side.kind == "scan" else None,
                 "load_1min_after_large_runs": [r.get("load_1min_after") for r in large],
                 "command": side.argv([Path(f"VIDEO{i}") for i in range(1, 3)]),
             }

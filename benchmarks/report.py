@@ -261,6 +261,20 @@ def scan_section(data: dict[str, Any] | None) -> list[str]:
             f"| {item['of']} / {item['over']} | **{_f(item['wall'])}** ({_rounds(item['wall_rounds'])}) | "
             f"{_f(item['cpu'])} |"
         )
+    reads = [row for row in block["summary"] if row.get("provenance_ms_per_video") is not None]
+    if reads:
+        out += [
+            "",
+            "Content Credentials (C2PA) read inside `scan`, per video (from `timings_ms.provenance` of the large "
+            "runs; target at most 5% of a scan): "
+            + "; ".join(
+                f"`{row['side']}` {_f(row['provenance_ms_per_video'], 2)} ms, "
+                f"{_f(100 * row['provenance_share_of_scan'], 2)}%"
+                for row in reads
+            )
+            + ". The corpus is unsigned, so this is the cost of looking for a manifest; verifying one "
+            "(hashing the bound content) costs a few ms more per signed video (README, The verdict).",
+        ]
     out += ["", "Commands (each run with the first 2, then the first 20 videos):", ""]
     for row in block["summary"]:
         out.append(f"- `{row['side']}`: `{_cmd(row['command'])}`")

@@ -79,22 +79,42 @@ BundleOption = Annotated[
 ]
 
 
+def provenance_summary(provenance: dict[str, Any]) -> str:
+    """``untrusted AI (Google LLC)``, ``invalid: assertion.bmffHash.mismatch``, or empty for none."""
+    if not provenance["present"]:
+        return ""
+    state = provenance["state"]
+    if state in ("invalid", "unreadable"):
+        return f"{state}: {', '.join(provenance['problems'])}"
+    claim = "AI" if provenance["ai_declared"] else (provenance["digital_source_type"] or "").rsplit("/", 1)[-1]
+    issuer = f" ({provenance['issuer']})" if provenance["issuer"] else ""
+    return f"{state} {claim}".strip() + issuer
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title="MotionGuard verdicts", show_lines=False)
-    for column in ("source", "verdict", "score", "frames", "generator", "ms", "error"):
+    # The provenance column only when some input carries Content Credentials: terminals are narrow.
+    with_provenance = any(row["provenance"]["present"] for row in rows)
+    columns = ("source", "verdict", "score", "frames", "generator", "ms", "provenance", "error")
+    for column in columns if with_provenance else tuple(c for c in columns if c != "provenance"):
         table.add_column(column, overflow="fold")
     for row in rows:
         generator = ", ".join(f"{g['name']} {g['probability']:.2f}" for g in row["generator"] or [])
         error = row["error"]
-        table.add_row(
+        cells = [
             row["source"],
-            f"[{_VERDICT_STYLE.get(row['verdict'], '')}]{row['verdict']}[/]",
+            f"[{_VERDICT_STYLE.get(row['verdict'], '')}]{row['verdict']}[/]"
+            + (" by provenance" if row["decided_by"] == "provenance" else ""),
             "" if row["score"] is None else f"{row['score']:.3f}",
             str(row["frames_scored"]),
             generator,
             f"{row['timings_ms'].get('total', 0):.0f}",
+            provenance_summary(row["provenance"]),
             "" if error is None else f"{error['code']}: {error['message']}",
-        )
+        ]
+        if not with_provenance:
+            del cells[6]
+        table.add_row(*cells)
     Console().print(table)
 
 
@@ -132,6 +152,17 @@ def scan(
     ] = False,
     frame_seek: FrameSeekOption = "nearest_keyframe",
     keyframe_tolerance: KeyframeToleranceOption = 0.5,
+    trust_anchor: Annotated[
+        list[Path] | None,
+        typer.Option(help="PEM file of C2PA trust anchors (repeatable); none by default."),
+    ] = None,
+    capture_claim_clears: Annotated[
+        bool | None,
+        typer.Option(
+            help="Let a trusted, intact C2PA camera-capture claim lower a content flag to real "
+            "(default: the policy's, off)."
+        ),
+    ] = None,
 ) -> None:
     """Score video files as real or AI-generated.
 
@@ -140,6 +171,7 @@ def scan(
     """
     from detectors.errors import MotionGuardError
     from detectors.loading import DetectorOptions, build_detector
+    from detectors.provenance import ProvenanceConfig
     from detectors.sampling import SamplingConfig
 
     try:
@@ -155,6 +187,8 @@ def scan(
                 flag_threshold=flag_threshold,
                 review_threshold=review_threshold,
                 aggregation=aggregation,
+                provenance=ProvenanceConfig(trust_anchor_paths=tuple(str(p) for p in trust_anchor or ())),
+                capture_claim_clears=capture_claim_clears,
                 sampling=SamplingConfig(
                     timeout_seconds=timeout_seconds,
                     decoder_threads=decoder_threads,

@@ -117,6 +117,12 @@ class SourceUnavailableError(SourceError):
     code = "source_unavailable"
 
 
+class ProvenanceConfigError(MotionGuardError):
+    """A configured trust anchor or allowed-list file cannot be read as PEM."""
+
+    code = "provenance_config"
+
+
 class DatasetError(MotionGuardError):
     code = "dataset_error"
 

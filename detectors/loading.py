@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from detectors.bundle import load_bundle
 from detectors.embedding import ClipEmbedder, Device, EmbedderSpec
 from detectors.pipeline import Detector, ModelInfo
 from detectors.prompts import DEFAULT_PROMPTS, fit_prompt_classifier
+from detectors.provenance import ProvenanceConfig, ProvenanceReader
 from detectors.sampling import FfmpegSampler, SamplingConfig
 from detectors.voting import Policy
 
@@ -41,6 +42,8 @@ class DetectorOptions:
     aggregation: str | None = None
     sampling: SamplingConfig | None = None
     prompts: Mapping[str, Sequence[str]] | None = None
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+    capture_claim_clears: bool | None = None
 
 
 def _override_default_policy(policies: dict[str, Policy], options: DetectorOptions) -> dict[str, Policy]:
@@ -51,6 +54,8 @@ def _override_default_policy(policies: dict[str, Policy], options: DetectorOptio
         changes["review_threshold"] = options.review_threshold
     if options.aggregation is not None:
         changes["aggregation"] = options.aggregation
+    if options.capture_claim_clears is not None:
+        changes["capture_claim_clears"] = options.capture_claim_clears
     if changes:
         policies["default"] = dataclasses.replace(policies["default"], **changes)  # type: ignore[arg-type]
     return policies
@@ -100,4 +105,5 @@ def build_detector(options: DetectorOptions) -> Detector:
         classifier=classifier,
         model=info,
         policies=_override_default_policy(policies, options),
+        provenance=ProvenanceReader(options.provenance),
     )

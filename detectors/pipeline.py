@@ -7,6 +7,10 @@ model call, and a convenience ``scan`` / ``scan_many`` for files.
 
 A bad input never raises out of ``scan``: it becomes a :class:`ScanResult`
 whose ``error`` is set.  Programming errors still raise.
+
+Every file's Content Credentials are read beside its frames (in the same
+decode thread) and weighed against the content verdict by
+:func:`detectors.voting.conclude`; the content score is always reported.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import numpy as np
 
 from detectors.embedding import UNTRAINED_WARNING
 from detectors.errors import MotionGuardError
+from detectors.provenance import Provenance, ProvenanceReader, ProvenanceSource
 from detectors.types import Embedder, FloatArray, FrameClassifier, FrameSampler, SampledFrames, VideoScore
-from detectors.voting import Policy, vote
+from detectors.voting import Decision, Policy, conclude, vote
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,17 @@ class ModelInfo:
         }
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """One file after the decode thread: its frames (or why not) and its provenance."""
+
+    source: str
+    sampled: SampledFrames | MotionGuardError
+    sample_ms: float
+    provenance: Provenance
+    provenance_ms: float
+
+
 @dataclass
 class ScanResult:
     """One video's outcome: a score or an error, never both."""
@@ -60,10 +76,21 @@ class ScanResult:
     policy: str = "default"
     timings_ms: dict[str, float] = field(default_factory=dict)
     duration_seconds: float | None = None
+    provenance: Provenance = field(default_factory=Provenance)
+    decision: Decision | None = None
 
     @property
     def verdict(self) -> str:
-        return "error" if self.score is None else self.score.verdict
+        if self.score is None:
+            return "error"
+        return self.score.verdict if self.decision is None else self.decision.verdict
+
+    @property
+    def decided_by(self) -> str | None:
+        """``content`` or ``provenance``; ``None`` for an error verdict."""
+        if self.score is None:
+            return None
+        return "content" if self.decision is None else self.decision.decided_by
 
     @property
     def ok(self) -> bool:
@@ -76,6 +103,8 @@ class ScanResult:
         return {
             "source": self.source,
             "verdict": self.verdict,
+            "decided_by": self.decided_by,
+            "content_verdict": None if score is None else score.verdict,
             "score": None if score is None else round(score.score, 4),
             "vote_fraction": None if score is None else round(score.vote_fraction, 4),
             "mean_probability": None if score is None else round(score.mean_probability, 4),
@@ -84,6 +113,7 @@ class ScanResult:
             "segments": [] if score is None else [s.to_dict() for s in score.segments],
             "policy": self.policy,
             "video_duration_seconds": None if self.duration_seconds is None else round(self.duration_seconds, 3),
+            "provenance": self.provenance.to_dict(),
             "model": self.model.to_dict(),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "warnings": warnings,
@@ -101,8 +131,10 @@ class Detector:
         classifier: FrameClassifier,
         model: ModelInfo,
         policies: Mapping[str, Policy] | None = None,
+        provenance: ProvenanceSource | None = None,
     ) -> None:
         self.sampler = sampler
+        self.provenance = provenance if provenance is not None else ProvenanceReader()
         self.embedder = embedder
         self.classifier = classifier
         self.model = model
@@ -124,6 +156,10 @@ class Detector:
     def sample(self, path: str | os.PathLike[str]) -> SampledFrames:
         return self.sampler.sample(path, self.embedder.image_size, self.embedder.resize_mode)
 
+    def read_provenance(self, path: str | os.PathLike[str]) -> Provenance:
+        """The file's Content Credentials (never raises for a bad file)."""
+        return self.provenance.read(path)
+
     def embed_many(self, batch: Sequence[SampledFrames]) -> list[FloatArray]:
         """Embed the frames of several videos in shared model batches."""
         if not batch:
@@ -136,6 +172,10 @@ class Detector:
     def decide(self, sampled: SampledFrames, embeddings: FloatArray, policy: Policy) -> VideoScore:
         proba = self.classifier.predict_proba(embeddings)
         return vote(np.asarray(proba, dtype=np.float64), self.classes, sampled.timestamps_seconds, policy)
+
+    def conclude(self, score: VideoScore, provenance: Provenance, policy: Policy) -> Decision:
+        """The verdict from the content score and the provenance (:func:`detectors.voting.conclude`)."""
+        return conclude(score.verdict, provenance, policy)
 
     # -- whole files --------------------------------------------------------------
 
@@ -167,17 +207,21 @@ class Detector:
         workers = max(1, prefetch if decode_workers is None else decode_workers)
         ahead = max(prefetch, batch_videos - 1) if decode_workers is None else max(prefetch, workers, batch_videos - 1)
 
-        def timed_sample(path: str) -> tuple[SampledFrames | MotionGuardError, float]:
+        def timed_sample(path: str) -> _Decoded:
+            started = time.perf_counter()
+            provenance = self.read_provenance(path)
+            provenance_ms = (time.perf_counter() - started) * 1000
             started = time.perf_counter()
             try:
-                return self.sample(path), (time.perf_counter() - started) * 1000
+                sampled: SampledFrames | MotionGuardError = self.sample(path)
             except MotionGuardError as e:
-                return e, (time.perf_counter() - started) * 1000
+                sampled = e
+            return _Decoded(path, sampled, (time.perf_counter() - started) * 1000, provenance, provenance_ms)
 
         sources = [os.fspath(p) for p in paths]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sample") as pool:
             # Futures are dropped once scored, so memory holds ``ahead + 1`` videos at most.
-            pending: dict[int, Future[tuple[SampledFrames | MotionGuardError, float]]] = {}
+            pending: dict[int, Future[_Decoded]] = {}
             next_index = 0
             index = 0
             while index < len(sources):
@@ -193,47 +237,39 @@ class Detector:
                 for position in group:
                     if on_start is not None:
                         on_start(sources[position])
-                    sampled, sample_ms = pending.pop(position).result()
-                    items.append((sources[position], sampled, sample_ms))
+                    items.append(pending.pop(position).result())
                 yield from self._finish_many(items, chosen)
                 index += len(group)
 
-    def _finish_many(
-        self, items: Sequence[tuple[str, SampledFrames | MotionGuardError, float]], policy: Policy
-    ) -> list[ScanResult]:
+    def _finish_many(self, items: Sequence[_Decoded], policy: Policy) -> list[ScanResult]:
         """Score decoded videos with one model call for all of them (errors pass through)."""
         if len(items) == 1:
-            return [self._finish(*items[0], policy)]
-        decoded = [sampled for _, sampled, _ in items if not isinstance(sampled, MotionGuardError)]
+            return [self._finish(items[0], policy)]
+        decoded = [item.sampled for item in items if isinstance(item.sampled, SampledFrames)]
         started = time.perf_counter()
         embedded = iter(self.embed_many(decoded))
         embed_ms = (time.perf_counter() - started) * 1000
         total_frames = max(1, sum(len(sampled) for sampled in decoded))
         results = []
-        for source, sampled, sample_ms in items:
-            if isinstance(sampled, MotionGuardError):
-                results.append(self._finish(source, sampled, sample_ms, policy))
+        for item in items:
+            if isinstance(item.sampled, MotionGuardError):
+                results.append(self._finish(item, policy))
                 continue
-            share_ms = embed_ms * len(sampled) / total_frames
-            results.append(self._finish(source, sampled, sample_ms, policy, (next(embedded), share_ms)))
+            share_ms = embed_ms * len(item.sampled) / total_frames
+            results.append(self._finish(item, policy, (next(embedded), share_ms)))
         return results
 
-    def _finish(
-        self,
-        source: str,
-        sampled: SampledFrames | MotionGuardError,
-        sample_ms: float,
-        policy: Policy,
-        embedded: tuple[FloatArray, float] | None = None,
-    ) -> ScanResult:
+    def _finish(self, item: _Decoded, policy: Policy, embedded: tuple[FloatArray, float] | None = None) -> ScanResult:
         """Score one decoded video; ``embedded`` is its embeddings and embed time (ms) when
         they come from a shared model call."""
-        result = ScanResult(source=source, model=self.model, policy=policy.name)
+        source, sampled, sample_ms = item.source, item.sampled, item.sample_ms
+        result = ScanResult(source=source, model=self.model, policy=policy.name, provenance=item.provenance)
+        result.timings_ms["provenance"] = item.provenance_ms
         result.timings_ms["sample"] = sample_ms
         if isinstance(sampled, MotionGuardError):
             logger.info("cannot score %s: %s", source, sampled.message)
             result.error = sampled
-            result.timings_ms["total"] = sample_ms
+            result.timings_ms["total"] = item.provenance_ms + sample_ms
             return result
         result.duration_seconds = sampled.probe.duration_seconds
         if embedded is None:
@@ -244,8 +280,9 @@ class Detector:
             embeddings, embed_ms = embedded
         started = time.perf_counter()
         result.score = self.decide(sampled, embeddings, policy)
+        result.decision = self.conclude(result.score, item.provenance, policy)
         classify_ms = (time.perf_counter() - started) * 1000
         result.timings_ms["embed"] = embed_ms
         result.timings_ms["classify"] = classify_ms
-        result.timings_ms["total"] = sample_ms + embed_ms + classify_ms
+        result.timings_ms["total"] = item.provenance_ms + sample_ms + embed_ms + classify_ms
         return result

@@ -3,7 +3,25 @@
 The paper decides a video by majority vote over its frames.  A moderation
 system also wants a graded score, a band of "needs review" between clear
 answers, and to see *where* in a video the suspect frames are.  A
-:class:`Policy` sets those choices; :func:`vote` applies one.
+:class:`Policy` sets those choices; :func:`vote` applies one, and
+:func:`conclude` weighs the content verdict against the file's Content
+Credentials (:mod:`detectors.provenance`).
+
+Provenance policy (the content score is always computed and reported):
+
+* An intact AI declaration (state ``trusted`` or ``untrusted``) gives
+  ``ai_generated``, decided by provenance, even from an untrusted signer: a
+  forged AI declaration only gets the forger's own upload flagged, so nobody
+  gains from forging one.
+* A camera-capture claim (``digitalCapture``/``computationalCapture``) lowers a
+  content flag (``ai_generated`` or ``needs_review``) to ``real`` only when the
+  signer chains to a configured trust anchor, the binding is intact, and the
+  policy's ``capture_claim_clears`` is on (off by default).  An untrusted or
+  broken capture claim never clears anything: anyone can sign a claim.
+* A manifest whose binding or signature fails (``invalid``) never lets a video
+  pass as ``real``: a content ``real`` becomes ``needs_review``, decided by
+  provenance, and the problem codes are in the verdict.
+* An ``unreadable`` manifest, or none, leaves the decision to the content.
 """
 
 from __future__ import annotations
@@ -15,9 +33,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from detectors.provenance import Provenance
 from detectors.types import AI_LABEL, REAL_LABEL, GeneratorGuess, Segment, VerdictLabel, VideoScore
 
 Aggregation = Literal["vote", "mean"]
+DecidedBy = Literal["content", "provenance"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +48,9 @@ class Policy:
     ``frame_threshold`` (``aggregation="vote"``, the paper's majority vote) or
     the mean AI probability (``"mean"``).  ``score >= flag_threshold`` gives
     ``ai_generated``; ``review_threshold <= score < flag_threshold`` gives
-    ``needs_review``; anything lower gives ``real``.
+    ``needs_review``; anything lower gives ``real``.  ``capture_claim_clears``
+    lets a trusted, intact camera-capture claim lower a content flag to ``real``
+    (see the module docstring; off by default).
     """
 
     name: str = "default"
@@ -38,6 +60,7 @@ class Policy:
     frame_threshold: float = 0.5
     segment_frames: int = 4
     top_k_generators: int = 3
+    capture_claim_clears: bool = False
 
     def __post_init__(self) -> None:
         for field_name in ("flag_threshold", "review_threshold", "frame_threshold"):
@@ -71,6 +94,7 @@ class Policy:
             "frame_threshold": self.frame_threshold,
             "segment_frames": self.segment_frames,
             "top_k_generators": self.top_k_generators,
+            "capture_claim_clears": self.capture_claim_clears,
         }
 
     @classmethod
@@ -152,3 +176,28 @@ def vote(
         generator=_generators(proba, classes, policy.top_k_generators),
         frame_probabilities=tuple(float(p) for p in p_ai),
     )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict of one scored video and which evidence set it."""
+
+    verdict: VerdictLabel
+    decided_by: DecidedBy
+    content_verdict: VerdictLabel
+
+
+def conclude(content_verdict: VerdictLabel, provenance: Provenance, policy: Policy) -> Decision:
+    """Weigh the content verdict against the file's provenance (module docstring)."""
+    if provenance.intact and provenance.ai_declared:
+        return Decision("ai_generated", "provenance", content_verdict)
+    if (
+        policy.capture_claim_clears
+        and provenance.state == "trusted"
+        and provenance.capture_declared
+        and content_verdict in ("ai_generated", "needs_review")
+    ):
+        return Decision("real", "provenance", content_verdict)
+    if provenance.state == "invalid" and content_verdict == "real":
+        return Decision("needs_review", "provenance", content_verdict)
+    return Decision(content_verdict, "content", content_verdict)

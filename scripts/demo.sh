@@ -59,20 +59,21 @@ while time.time() < deadline:
 sys.exit("the worker did not become ready; see demo-out/worker.log")
 PYEOF
 
-echo "== submitting uploads: 3 videos, a text file, a truncated file, a file outside the allowed root, a malformed event"
+echo "== submitting uploads: 3 videos, one signed with a C2PA AI declaration, a text file, a truncated file, a file outside the allowed root, a malformed event"
 "$MG" submit --video-id-prefix demo "$OUT"/videos/walk-h264.mp4 "$OUT"/videos/dance-vp9.webm "$OUT"/videos/wave.gif \
-    "$OUT"/videos/notes.txt "$OUT"/videos/truncated.mp4 /etc/hostname >/dev/null
+    "$OUT"/videos/signed-ai.mp4 "$OUT"/videos/notes.txt "$OUT"/videos/truncated.mp4 /etc/hostname >/dev/null
 "$MG" submit --raw '{"video_id": "demo-malformed", "uri": 42}' >/dev/null
 
-echo "== verdicts as they arrive (video_id, verdict, score, frames, error)"
-"$MG" verdicts --count 7 --idle-seconds 120 --table
+echo "== verdicts as they arrive (video_id, verdict, score, frames, then the error or the C2PA provenance)"
+"$MG" verdicts --count 8 --idle-seconds 120 --table
 echo "== dead-letter topic: $("$MG" verdicts --dead-letters --idle-seconds 3 | wc -l) records (one per failed upload)"
 echo "== metrics are at http://127.0.0.1:${WEB_PORT}/metrics, for example:"
 "$PY" -c '
 import sys, urllib.request
 body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
 for line in body.splitlines():
-    if line.startswith(("motionguard_videos_processed_total", "motionguard_errors_total", "motionguard_model_info")):
+    if line.startswith(("motionguard_videos_processed_total", "motionguard_errors_total", "motionguard_model_info",
+                        "motionguard_verdicts_decided_total")):
         print("   " + line)
 ' "$WEB_PORT"
 echo "== every verdict above comes from an UNTRAINED model: verdicts are meaningless until real weights are used"

@@ -1,4 +1,10 @@
-"""Make a few small sample videos with ffmpeg for the demo (and one bad file)."""
+"""Make a few small sample videos with ffmpeg for the demo (and one bad file).
+
+``signed-ai.mp4`` is ``walk-h264.mp4`` with a C2PA manifest declaring it AI-generated
+(``trainedAlgorithmicMedia``), signed by a throw-away chain made on the spot with the
+tests' signing helper (:mod:`tests.c2pa_signing`): the worker flags it from its
+Content Credentials, as an untrusted but intact declaration.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +52,14 @@ def main(out_dir: str) -> None:
     (out / "notes.txt").write_text("this is not a video\n", encoding="utf-8")
     data = (out / "walk-h264.mp4").read_bytes()
     (out / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    _sign_ai_copy(out / "walk-h264.mp4", out / "signed-ai.mp4", out.parent / "demo-c2pa-chain")
+
+
+def _sign_ai_copy(source: Path, dest: Path, chain_dir: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.c2pa_signing import AI, make_chain, sign
+
+    sign(source, dest, make_chain(chain_dir, "MotionGuard Demo"), AI)
 
 
 if __name__ == "__main__":

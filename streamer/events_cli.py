@@ -153,6 +153,12 @@ def _table_line(text: str, dead_letter: bool) -> str:
     error = record.get("error") or {}
     score = record.get("score")
     detail = f"{error.get('code')}: {error.get('message')}" if error else ", ".join(record.get("warnings") or [])
+    provenance = record.get("provenance")
+    if isinstance(provenance, dict) and provenance.get("present"):
+        from detectors.cli import provenance_summary
+
+        by = " (decided by provenance)" if record.get("decided_by") == "provenance" else ""
+        detail = "; ".join(part for part in (f"C2PA {provenance_summary(provenance)}{by}", detail) if part)
     return (
         f"{record.get('video_id') or '?':<24} {record.get('verdict', ''):<13} "
         f"{'' if score is None else format(score, '.3f'):>6} {record.get('frames_scored', 0):>4}  {detail}"
@@ -175,6 +181,7 @@ def worker(
     """Run the streaming worker: upload events in, verdicts out, metrics on the web port."""
     from detectors.errors import MotionGuardError
     from detectors.loading import DetectorOptions, build_detector
+    from detectors.provenance import ProvenanceConfig
     from detectors.sampling import SamplingConfig
     from streamer.worker import MotionGuardWorker, run_worker
 
@@ -197,6 +204,12 @@ def worker(
                 device=settings.device,  # type: ignore[arg-type]
                 batch_size=settings.model_batch_frames,
                 frames=settings.frames or None,
+                provenance=ProvenanceConfig(
+                    trust_anchor_paths=settings.trust_anchors,
+                    allowed_list_paths=settings.trust_allowed_list,
+                    max_manifest_bytes=settings.max_manifest_bytes,
+                ),
+                capture_claim_clears=settings.capture_claim_clears or None,
                 sampling=SamplingConfig(
                     max_file_bytes=settings.max_file_bytes,
                     max_duration_seconds=settings.max_duration_seconds,

@@ -17,6 +17,8 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from detectors.provenance import PROVENANCE_STATES
+
 PREFIX = "motionguard_"
 
 #: Buckets for one video's stages: sampling a few frames takes tens to hundreds
@@ -27,7 +29,9 @@ END_TO_END_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 6
 BATCH_FRAME_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 BATCH_VIDEO_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 
-STAGES = ("fetch", "decode", "embed", "classify")
+STAGES = ("fetch", "provenance", "decode", "embed", "classify")
+VERDICTS = ("ai_generated", "real", "needs_review", "error")
+DECIDERS = ("content", "provenance")
 LABEL_OUTCOMES = ("true_positive", "false_positive", "true_negative", "false_negative", "unscored")
 
 
@@ -77,6 +81,18 @@ class WorkerMetrics:
             PREFIX + "upload_to_verdict_seconds",
             "Time from the event's uploaded_at to the verdict being sent.",
             buckets=END_TO_END_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.provenance_reads = Counter(
+            PREFIX + "provenance_reads_total",
+            "Content Credentials reads, by state (none, trusted, untrusted, invalid, unreadable) and AI declaration.",
+            ["state", "ai_declared"],
+            registry=registry,
+        )
+        self.verdicts_decided = Counter(
+            PREFIX + "verdicts_decided_total",
+            "Scored verdicts by the evidence that set them (content or provenance) and verdict.",
+            ["decided_by", "verdict"],
             registry=registry,
         )
         self.frames_embedded = Counter(
@@ -129,8 +145,14 @@ class WorkerMetrics:
             ["partition"],
             registry=registry,
         )
-        for verdict in ("ai_generated", "real", "needs_review", "error"):
+        for verdict in VERDICTS:
             self.videos_processed.labels(verdict=verdict)
+            if verdict != "error":
+                for decided_by in DECIDERS:
+                    self.verdicts_decided.labels(decided_by=decided_by, verdict=verdict)
+        for state in PROVENANCE_STATES:
+            for declared in ("true", "false"):
+                self.provenance_reads.labels(state=state, ai_declared=declared)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
         for stage in ("fetch", "produce"):

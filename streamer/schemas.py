@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from detectors.errors import MotionGuardError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdicts carry provenance, decided_by and content_verdict
 MAX_EVENT_BYTES = 64 * 1024
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
 

@@ -57,6 +57,16 @@ class WorkerSettings:
     """Frames sampled per video; 0 = the bundle's (or 16)."""
     model_batch_frames: int = 64
 
+    # --- provenance (C2PA Content Credentials) ------------------------------------
+    trust_anchors: tuple[str, ...] = ()
+    """PEM files of C2PA trust anchors; a signer chaining to one is ``trusted``. None by default."""
+    trust_allowed_list: tuple[str, ...] = ()
+    """PEM files of end-entity signing certificates trusted as they are."""
+    capture_claim_clears: bool = False
+    """Let a trusted, intact camera-capture claim lower a content flag to ``real`` (default policy)."""
+    max_manifest_bytes: int = 8 * 1024**2
+    """Larger C2PA manifest stores are not read (state ``unreadable``)."""
+
     # --- batching and concurrency -----------------------------------------------
     batch_max_events: int = 8
     """At most this many upload events share one model batch ..."""
@@ -129,6 +139,8 @@ class WorkerSettings:
             raise ValueError(f"security_protocol {self.security_protocol!r} is not one Kafka knows")
         if self.topic_partitions < 1:
             raise ValueError("topic_partitions must be >= 1")
+        if self.max_manifest_bytes < 1:
+            raise ValueError("max_manifest_bytes must be >= 1")
 
     @property
     def topics(self) -> Topics:

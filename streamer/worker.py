@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from detectors.errors import InternalError, MotionGuardError
 from detectors.pipeline import Detector, ScanResult
+from detectors.provenance import Provenance
 from detectors.types import FloatArray, SampledFrames
 from streamer.metrics import WorkerMetrics, label_outcome
 from streamer.offsets import UploadOffsets, UploadsConsumer, scan_offsets
@@ -141,7 +142,9 @@ class ModelBatcher:
 class _Prepared:
     upload: UploadEvent
     frames: SampledFrames
+    provenance: Provenance
     fetch_seconds: float
+    provenance_seconds: float
     decode_seconds: float
 
 
@@ -351,7 +354,7 @@ class MotionGuardWorker:
     # -- per-event processing ----------------------------------------------------------
 
     def _prepare(self, upload: UploadEvent) -> _Prepared:
-        """Fetch and sample one video (runs in a decode thread)."""
+        """Fetch one video, read its Content Credentials and sample it (runs in a decode thread)."""
         started = time.perf_counter()
         with fetch_with_retries(
             upload.uri,
@@ -361,8 +364,10 @@ class MotionGuardWorker:
             on_retry=lambda _: self.metrics.retries.labels(stage="fetch").inc(),
         ) as path:
             fetched = time.perf_counter()
+            provenance = self.detector.read_provenance(path)
+            read = time.perf_counter()
             frames = self.detector.sample(path)
-        return _Prepared(upload, frames, fetched - started, time.perf_counter() - fetched)
+        return _Prepared(upload, frames, provenance, fetched - started, read - fetched, time.perf_counter() - read)
 
     async def handle_upload(self, key: bytes | None, raw: bytes | None) -> None:
         """Bring one upload event to exactly one outcome on Kafka; raises only when cancelled.
@@ -396,6 +401,11 @@ class MotionGuardWorker:
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(self.decode_pool, self._prepare, upload)
         self.metrics.stage_seconds.labels(stage="fetch").observe(prepared.fetch_seconds)
+        self.metrics.stage_seconds.labels(stage="provenance").observe(prepared.provenance_seconds)
+        provenance = prepared.provenance
+        self.metrics.provenance_reads.labels(
+            state=provenance.state, ai_declared=str(provenance.ai_declared).lower()
+        ).inc()
         self.metrics.stage_seconds.labels(stage="decode").observe(prepared.decode_seconds)
         embed_started = time.perf_counter()
         embeddings = await self.batcher.embed(prepared.frames)
@@ -403,6 +413,7 @@ class MotionGuardWorker:
         classify_started = time.perf_counter()
         policy = self.detector.policy(upload.policy)
         score = self.detector.decide(prepared.frames, embeddings, policy)
+        decision = self.detector.conclude(score, provenance, policy)
         classify_seconds = time.perf_counter() - classify_started
         self.metrics.stage_seconds.labels(stage="classify").observe(classify_seconds)
         return ScanResult(
@@ -411,8 +422,11 @@ class MotionGuardWorker:
             score=score,
             policy=policy.name,
             duration_seconds=prepared.frames.probe.duration_seconds,
+            provenance=provenance,
+            decision=decision,
             timings_ms={
                 "fetch": prepared.fetch_seconds * 1000,
+                "provenance": prepared.provenance_seconds * 1000,
                 "sample": prepared.decode_seconds * 1000,
                 "embed": embed_seconds * 1000,
                 "classify": classify_seconds * 1000,
@@ -474,6 +488,8 @@ class MotionGuardWorker:
             processing_seconds,
         )
         self.metrics.videos_processed.labels(verdict=result.verdict).inc()
+        if result.decided_by is not None:
+            self.metrics.verdicts_decided.labels(decided_by=result.decided_by, verdict=result.verdict).inc()
         self.metrics.processing_seconds.observe(processing_seconds)
         if upload_to_verdict is not None:
             self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)

@@ -18,6 +18,8 @@ def test_environment_values_are_typed() -> None:
             "MOTIONGUARD_DOWNLOAD_TIMEOUT_SECONDS": "2.5",
             "MOTIONGUARD_FRAME_SEEK": "accurate",
             "MOTIONGUARD_KEYFRAME_TOLERANCE": "0.25",
+            "MOTIONGUARD_TRUST_ANCHORS": "/etc/c2pa/a.pem,/etc/c2pa/b.pem",
+            "MOTIONGUARD_CAPTURE_CLAIM_CLEARS": "true",
             "PATH": "/usr/bin",
         }
     )
@@ -29,6 +31,8 @@ def test_environment_values_are_typed() -> None:
     assert settings.allowed_roots == ("/data/a", "/data/b")
     assert settings.download_timeout_seconds == 2.5
     assert (settings.frame_seek, settings.keyframe_tolerance) == ("accurate", 0.25)
+    assert settings.trust_anchors == ("/etc/c2pa/a.pem", "/etc/c2pa/b.pem")
+    assert settings.capture_claim_clears is True
 
 
 def test_a_misspelled_variable_is_an_error() -> None:
@@ -48,6 +52,7 @@ def test_a_misspelled_variable_is_an_error() -> None:
         {"MOTIONGUARD_FRAME_SEEK": "fast"},
         {"MOTIONGUARD_KEYFRAME_TOLERANCE": "0.9"},
         {"MOTIONGUARD_KEYFRAME_TOLERANCE": "half"},
+        {"MOTIONGUARD_MAX_MANIFEST_BYTES": "0"},
     ],
 )
 def test_bad_values_are_errors(env: dict[str, str]) -> None:

@@ -9,6 +9,8 @@ not about accuracy.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from detectors.embedding import ClipEmbedder, EmbedderSpec
 from detectors.prompts import fit_prompt_classifier
 from detectors.voting import Policy
 from streamer.metrics import metric_names
+from tests.c2pa_signing import AI, flip_inside_mdat, make_chain, sign
 from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
 from tests.videofactory import make_text_file, make_truncated_copy, make_video
 
@@ -36,6 +39,9 @@ def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_video(root / "c.gif", codec="gif", seconds=1.0, width=64, height=64, fps=8, source="color=red")
     make_text_file(root / "notes.mp4")
     make_truncated_copy(root / "a.mp4", root / "truncated.mp4")
+    chain = make_chain(tmp_path_factory.mktemp("chain"), "MotionGuard Test Worker")
+    sign(root / "a.mp4", root / "signed-ai.mp4", chain, AI)
+    flip_inside_mdat(root / "signed-ai.mp4", root / "signed-ai-altered.mp4")
     return root
 
 
@@ -297,6 +303,38 @@ def test_labels_join_verdicts_of_earlier_days_until_label_join_days(
     assert worker.metrics()[tp] - before.get(tp, 0.0) == 1
 
 
+def test_signed_uploads_get_the_provenance_that_scan_json_reports(
+    worker: WorkerProcess, video_root: Path, label_bundle: Path, verdicts: TopicReader
+) -> None:
+    files = {"prov-signed": "signed-ai.mp4", "prov-altered": "signed-ai-altered.mp4", "prov-unsigned": "a.mp4"}
+    send_all(
+        worker.bootstrap,
+        worker.topics.uploads,
+        ((video_id, upload_event(video_id, (video_root / name).as_uri())) for video_id, name in files.items()),
+    )
+    records = by_id(verdicts.wait_for(set(files), timeout_seconds=180))
+    scan = subprocess.run(
+        [sys.executable, "-m", "streamer", "scan", "--bundle", str(label_bundle), "--json"]
+        + [str(video_root / name) for name in files.values()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    scanned = [json.loads(line) for line in scan.stdout.splitlines()]
+    for (video_id, name), expected in zip(files.items(), scanned, strict=True):
+        verdict = records[video_id][-1]
+        assert verdict["schema_version"] == 2
+        for key in ("provenance", "decided_by", "verdict", "content_verdict"):
+            assert verdict[key] == expected[key], (name, key, verdict[key], expected[key])
+    signed = records["prov-signed"][-1]
+    assert signed["provenance"]["ai_declared"] and signed["provenance"]["state"] == "untrusted"
+    assert (signed["verdict"], signed["decided_by"]) == ("ai_generated", "provenance")
+    assert records["prov-altered"][-1]["provenance"]["state"] == "invalid"
+    assert records["prov-altered"][-1]["verdict"] != "real"
+    assert records["prov-unsigned"][-1]["provenance"]["present"] is False
+
+
 def test_metrics_expose_everything_and_match_what_was_processed(worker: WorkerProcess, verdicts: TopicReader) -> None:
     time.sleep(6)  # the consumer-lag timer runs every 5 s
     metrics = worker.metrics()
@@ -323,6 +361,15 @@ def test_metrics_expose_everything_and_match_what_was_processed(worker: WorkerPr
     assert metrics["motionguard_events_in_flight"] == 0
     assert metrics["motionguard_worker_ready"] == 1
     assert metrics['motionguard_stage_duration_seconds_count{stage="decode"}'] == scored
+    assert metrics['motionguard_stage_duration_seconds_count{stage="provenance"}'] == scored
+    reads = {k: v for k, v in metrics.items() if k.startswith("motionguard_provenance_reads_total")}
+    assert sum(reads.values()) == scored
+    assert reads['motionguard_provenance_reads_total{ai_declared="true",state="untrusted"}'] >= 1
+    assert reads['motionguard_provenance_reads_total{ai_declared="true",state="invalid"}'] >= 1
+    decided = Counter((r["decided_by"], r["verdict"]) for r in verdicts.records if r["error"] is None)
+    for (decided_by, verdict), count in decided.items():
+        key = f'motionguard_verdicts_decided_total{{decided_by="{decided_by}",verdict="{verdict}"}}'
+        assert metrics[key] == count
     info = [k for k in metrics if k.startswith("motionguard_model_info")]
     assert len(info) == 1 and 'untrained="true"' in info[0] and 'version="label-test@' in info[0]
     # "bad-unreachable" was retried once (MOTIONGUARD_FETCH_RETRIES=1) before it failed.

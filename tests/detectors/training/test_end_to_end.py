@@ -91,6 +91,9 @@ def test_embed_train_evaluate_scan(app: typer.Typer, embedded: tuple[Path, Path,
     video = result["clean"]["video"]
     assert video["n"] == 12
     assert video["accuracy"] > 0.9, result["clean"]
+    assert result["provenance"]["states"]["none"] == 12  # unsigned clips: the content decides them all
+    assert result["provenance"]["decided_by_content"]["videos"] == 12
+    assert result["provenance"]["decided_by_provenance"] == {"videos": 0, "flagged": 0, "accuracy": None}
     for plot in ("confusion_matrix.png", "roc.png", "pca.png", "calibration.png", "robustness.png"):
         assert (report / plot).read_bytes()[:4] == b"\x89PNG", plot
     assert [row["condition"] for row in result["robustness"]["rows"]] == [
