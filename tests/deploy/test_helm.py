@@ -29,6 +29,7 @@ CHART_MANAGED_SETTINGS = {
     "topic_uploads", "topic_verdicts", "topic_dead_letters", "topic_labels", "topic_partitions",
     "topic_replication_factor", "data_dir", "bundle", "device", "download_dir", "web_host", "web_port",
     "worker_name",  # the pod name (HOSTNAME)
+    "trust_anchors", "trust_allowed_list",  # files mounted from provenance.trust
 }  # fmt: skip
 #: Values that are free-form Kubernetes objects, validated in the rendered manifests instead.
 FREE_FORM_VALUES = {"global", "affinity", "topologySpreadConstraints", "extraEnv.valueFrom"}
@@ -100,6 +101,7 @@ def test_ci_values_files_cover_every_optional_feature() -> None:
         "keda-values.yaml",
         "hpa-values.yaml",
         "external-secret-values.yaml",
+        "provenance-values.yaml",
     }
 
 
@@ -166,6 +168,7 @@ def test_each_optional_feature_renders_its_resources(render: Render) -> None:
         ("replicaCount=two", "replicaCount"),
         ("kafka.securityProtocol=SASL_SSL", "existingSecret"),
         ("model.bundle.source=pvc", "claimName"),
+        ("settings.trust_anchors={/etc/a.pem}", "trust_anchors"),  # chart-managed: use provenance.trust
     ],
 )
 def test_values_schema_rejects_mistakes(helm: str, set_arg: str, complaint: str) -> None:
@@ -351,6 +354,44 @@ def test_kafka_credentials_come_from_the_existing_secret(render: Render) -> None
         ("password", "motionguard-kafka", "password"),
         ("ca", "kafka-cluster-ca", "ca.crt"),
     }
+
+
+@pytest.mark.parametrize("source", ["configMap", "secret"])
+def test_c2pa_trust_files_are_mounted_from_an_existing_configmap_or_secret(render: Render, source: str) -> None:
+    """Every path in MOTIONGUARD_TRUST_* is a key of the mounted ConfigMap/Secret, under its mount path."""
+    values = CI_DIR / "provenance-values.yaml"
+    sets = ("provenance.trust.existingConfigMap=", "provenance.trust.existingSecret=c2pa") if source == "secret" else ()
+    manifests = render(values, *sets)
+    spec = pod_spec(manifests)
+    (worker,) = spec["containers"]
+    (mount,) = [m for m in worker["volumeMounts"] if m["name"] == "c2pa-trust"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "c2pa-trust"]
+    assert mount["readOnly"] is True
+    assert (volume[source]["name" if source == "configMap" else "secretName"]) in {"c2pa-trust", "c2pa"}
+    items = {item["key"]: item["path"] for item in volume[source]["items"]}
+    settings = settings_from_env(only(manifests, "ConfigMap")["data"])
+    for paths, keys in (
+        (settings.trust_anchors, ["c2pa-trust-anchors.pem"]),
+        (settings.trust_allowed_list, ["newsroom-signer.pem"]),
+    ):
+        assert list(paths) == [f"{mount['mountPath']}/{items[key]}" for key in keys]
+    assert settings.capture_claim_clears is True
+    defaults = render()
+    assert not [v for v in pod_spec(defaults)["volumes"] if v["name"] == "c2pa-trust"]
+    assert "MOTIONGUARD_TRUST_ANCHORS" not in only(defaults, "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (("provenance.trust.existingConfigMap=a", "provenance.trust.existingSecret=b"), "not both"),
+        (("provenance.trust.anchorKeys={a.pem}",), "need provenance.trust.existingConfigMap or existingSecret"),
+        (("provenance.trust.existingSecret=c2pa",), "name the PEM keys"),
+    ],
+)
+def test_c2pa_trust_values_that_cannot_work_fail(helm: str, sets: tuple[str, ...], complaint: str) -> None:
+    error = render_fails(helm, *[part for item in sets for part in ("--set", item)])
+    assert complaint in error, error
 
 
 def test_model_bundle_from_an_init_container(render: Render) -> None:

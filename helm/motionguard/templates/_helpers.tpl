@@ -71,6 +71,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Where the CA certificate from kafka.caSecret is mounted. */}}
 {{- define "motionguard.caDir" -}}/etc/motionguard/kafka-ca{{- end }}
 
+{{/* Where the C2PA trust files from provenance.trust are mounted. */}}
+{{- define "motionguard.trustDir" -}}/etc/motionguard/c2pa-trust{{- end }}
+
+{{/* Comma-separated paths of the given keys under the trust directory (a worker list setting). */}}
+{{- define "motionguard.trustPaths" -}}
+{{- $dir := include "motionguard.trustDir" .root }}
+{{- $paths := list }}
+{{- range .keys }}{{- $paths = append $paths (printf "%s/%s" $dir .) }}{{- end }}
+{{- join "," $paths }}
+{{- end }}
+
 {{/* A worker setting value as the worker parses it: lists joined with commas, integral numbers
      without an exponent (Helm reads YAML numbers as float64), booleans as true/false. */}}
 {{- define "motionguard.settingValue" -}}
@@ -119,6 +130,17 @@ partition count would sit idle (holding a GPU, perhaps), so they are refused.
 {{- end }}
 {{- if and .Values.kafka.caSecret (not (include "motionguard.tlsEnabled" .)) }}
 {{- fail "kafka.caSecret is only used with kafka.securityProtocol SSL or SASL_SSL" }}
+{{- end }}
+{{- $trust := .Values.provenance.trust }}
+{{- if and $trust.existingConfigMap $trust.existingSecret }}
+{{- fail "provenance.trust: set existingConfigMap or existingSecret, not both" }}
+{{- end }}
+{{- $trustKeys := concat $trust.anchorKeys $trust.allowedListKeys }}
+{{- if and $trustKeys (not (or $trust.existingConfigMap $trust.existingSecret)) }}
+{{- fail "provenance.trust.anchorKeys/allowedListKeys need provenance.trust.existingConfigMap or existingSecret" }}
+{{- end }}
+{{- if and (or $trust.existingConfigMap $trust.existingSecret) (not $trustKeys) }}
+{{- fail "provenance.trust: name the PEM keys to use in anchorKeys and/or allowedListKeys" }}
 {{- end }}
 {{- $bundle := .Values.model.bundle }}
 {{- if and (eq $bundle.source "pvc") (not $bundle.pvc.claimName) }}
