@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     pairs = {"gop 2 s": long_video(corpus, gop_seconds=2.0)}
     if not args.quick:
+        pairs["gop 1 s (phone-like)"] = long_video(corpus, gop_seconds=1.0)
         pairs["x264 default gop (250 frames)"] = long_video(corpus, gop_seconds=None)
     configs: list[tuple[str, SamplingConfig]] = [
         ("default (nearest_keyframe, tolerance 0.5)", SamplingConfig()),
