@@ -1,8 +1,12 @@
 """Topic names and the JSON event schemas, defined once.
 
 The chart, the dashboards and the CLI tools all take topic names from
-:class:`Topics`.  A schema change means a new topic version (``.v2``), never a
-silent change of meaning on an existing topic.
+:class:`Topics`.  Added fields raise ``schema_version`` in every record (readers
+ignore fields they do not know); a change of meaning of an existing field means
+a new topic version (``.v2``), never a silent change on an existing topic.
+Version 2 added ``provenance``, ``decided_by`` and ``content_verdict`` to
+verdicts; ``verdict`` keeps its meaning (what the platform should do), and
+``content_verdict`` is what the content alone says.
 
 * upload event (``video-uploads``, key ``video_id``)::
 
