@@ -65,9 +65,10 @@ class HubNoise(logging.Filter):
     """A logging filter that holds back the per-attempt noise of one hub download.
 
     It drops ``huggingface_hub``'s "thrown while requesting" / "HTTP Error" /
-    "Retrying in" warnings and open_clip's root-logger error about a failed
-    download, re-logging each at DEBUG on this module's logger, and remembers
-    the first failed request as :attr:`first_failure` (``"HEAD URL: reason"``).
+    "Retrying in" warnings and open_clip's root-logger errors (its report of a
+    failed download; its info and warnings pass), re-logs each at DEBUG on this
+    module's logger, and remembers the first failed request as
+    :attr:`first_failure` (``"HEAD URL: reason"``).
     """
 
     def __init__(self) -> None:
@@ -84,7 +85,11 @@ class HubNoise(logging.Filter):
                 self.first_failure = failure
             logger.debug("hub: %s", message)
             return False
-        if record.name == "root" and Path(record.pathname).parent.name == "open_clip":
+        if (
+            record.name == "root"
+            and record.levelno >= logging.ERROR
+            and Path(record.pathname).parent.name == "open_clip"
+        ):
             logger.debug("open_clip: %s", message)
             return False
         return True
