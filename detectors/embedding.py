@@ -169,6 +169,17 @@ def _check_known(spec: EmbedderSpec) -> None:
             )
 
 
+def _tag_uses_quick_gelu(architecture: str, pretrained: str | None) -> bool:
+    """Whether the weights tagged ``pretrained`` were trained with QuickGELU (OpenAI's CLIP were).
+
+    open_clip's plain architecture configs (``ViT-B-32``) use GELU; building them
+    with such weights would only warn and give slightly wrong embeddings.
+    """
+    if pretrained is None:
+        return False
+    return bool(open_clip.get_pretrained_cfg(architecture, pretrained).get("quick_gelu", False))
+
+
 def _load_safetensors_weights(model: torch.nn.Module, spec: EmbedderSpec) -> str:
     """Load a local safetensors state dict into ``model``; return its sha256."""
     from safetensors.torch import load_file  # the only weights format we accept
@@ -220,7 +231,10 @@ class ClipEmbedder:
                     if spec.pretrained is None:
                         torch.manual_seed(RANDOM_INIT_SEED)
                     model, _, preprocess = open_clip.create_model_and_transforms(
-                        architecture, pretrained=spec.pretrained, device=self.device
+                        architecture,
+                        pretrained=spec.pretrained,
+                        device=self.device,
+                        force_quick_gelu=_tag_uses_quick_gelu(architecture, spec.pretrained),
                     )
             except Exception as e:  # open_clip/hub raise many types for an unreachable hub
                 if is_hub_failure(e) or noise.first_failure is not None:
