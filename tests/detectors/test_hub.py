@@ -29,8 +29,9 @@ def hub_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def test_retry_warnings_are_held_back_and_the_first_failed_request_is_kept(
-    closed_url: str, caplog: pytest.LogCaptureFixture
+    closed_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # whatever the environment says
     caplog.set_level(logging.DEBUG)
     url = f"{closed_url}/some/repo/resolve/main/file.bin"
     with quiet_hub_retries() as noise, pytest.raises(Exception):  # noqa: B017 - any failure will do

@@ -64,9 +64,24 @@ def weights_location() -> tuple[str, str]:
 
 
 def hub_env(endpoint: str, hf_home: Path, **extra: str) -> dict[str, str]:
-    """The test process's environment with huggingface_hub pointed at ``endpoint`` and ``hf_home``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "MOTIONGUARD_"))}
-    env.update({"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1", **extra})
+    """The test process's environment with huggingface_hub pointed at ``endpoint`` and ``hf_home``.
+
+    Offline mode and cache settings are given explicitly (not only left out), so
+    they also win where a harness merges this into the inherited environment.
+    """
+    prefixes = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "MOTIONGUARD_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(
+        {
+            "HF_ENDPOINT": endpoint,
+            "HF_HOME": str(hf_home),
+            "HF_HUB_CACHE": str(hf_home / "hub"),
+            "HF_HUB_OFFLINE": "0",
+            "TRANSFORMERS_OFFLINE": "0",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            **extra,
+        }
+    )
     return env
 
 
@@ -186,7 +201,7 @@ def test_worker_with_pretrained_weights_is_ready_and_its_verdicts_are_trained(
         allowed_root=clip.parent,
         data_dir=tmp_path / "worker",
         args=("--model", PRESET),
-        extra_env={k: v for k, v in env.items() if k.startswith(("HF_", "MOTIONGUARD_"))},
+        extra_env={k: v for k, v in env.items() if k.startswith(("HF_", "TRANSFORMERS_", "MOTIONGUARD_"))},
     )
     with process:
         process.start(wait_ready_seconds=240)
