@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from detectors import __version__
 from detectors.cli_options import (
@@ -54,6 +55,11 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def print_error(message: object, console: Console = stderr) -> None:
+    """Print ``error: MESSAGE`` as one line (never wrapped to the terminal, no markup in MESSAGE)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
 
 
 def warn_untrained() -> None:
@@ -199,7 +205,7 @@ def scan(
             )
         )
     except (MotionGuardError, ValueError) as e:
-        stderr.print(f"[bold red]error:[/] {e}")
+        print_error(e)
         raise typer.Exit(EXIT_USAGE) from e
     if detector.model.untrained:
         warn_untrained()

@@ -11,9 +11,12 @@ with a pretrained tag.  Fine-tuned FT-CLIP weights are loaded from a local
 ``.safetensors`` file on top of the named architecture; no pickle-based
 checkpoint is ever loaded.
 
-Weights come from the model hub (through open_clip) where the machine can reach
-it.  ``pretrained=None`` builds the architecture with random weights: such an
-embedder reports ``untrained=True`` and every caller must say so loudly.
+Weights come from the Hugging Face hub (through open_clip) where the machine can
+reach it (``HF_ENDPOINT`` names a mirror; see :mod:`detectors.hub`); when it
+cannot, loading fails with one :class:`ModelUnavailableError` line that says
+what was tried and what to do.  ``pretrained=None`` builds the architecture
+with random weights: such an embedder reports ``untrained=True`` and every
+caller must say so loudly.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from detectors.errors import ModelUnavailableError, UnknownModelError
+from detectors.hub import first_line, hub_failure_message, is_hub_failure, quiet_hub_retries
 from detectors.types import FloatArray, UInt8Array
 
 logger = logging.getLogger(__name__)
@@ -165,6 +169,17 @@ def _check_known(spec: EmbedderSpec) -> None:
             )
 
 
+def _tag_uses_quick_gelu(architecture: str, pretrained: str | None) -> bool:
+    """Whether the weights tagged ``pretrained`` were trained with QuickGELU (OpenAI's CLIP were).
+
+    open_clip's plain architecture configs (``ViT-B-32``) use GELU; building them
+    with such weights would only warn and give slightly wrong embeddings.
+    """
+    if pretrained is None:
+        return False
+    return bool(open_clip.get_pretrained_cfg(architecture, pretrained).get("quick_gelu", False))
+
+
 def _load_safetensors_weights(model: torch.nn.Module, spec: EmbedderSpec) -> str:
     """Load a local safetensors state dict into ``model``; return its sha256."""
     from safetensors.torch import load_file  # the only weights format we accept
@@ -210,20 +225,28 @@ class ClipEmbedder:
             spec.weights,
             self.device,
         )
-        try:
-            with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left as it was
-                if spec.pretrained is None:
-                    torch.manual_seed(RANDOM_INIT_SEED)
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    architecture, pretrained=spec.pretrained, device=self.device
-                )
-        except Exception as e:  # open_clip/hub raise many types for an unreachable hub
-            raise ModelUnavailableError(
-                f"could not load weights {architecture}/{spec.pretrained}: {e}. "
-                "On a machine without access to the model hub, pass a local FT-CLIP "
-                "weights file, or --pretrained none to run with random weights "
-                f"({UNTRAINED_WARNING})"
-            ) from e
+        with quiet_hub_retries() as noise:  # one error line, not a retry warning per attempt
+            try:
+                with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left as it was
+                    if spec.pretrained is None:
+                        torch.manual_seed(RANDOM_INIT_SEED)
+                    model, _, preprocess = open_clip.create_model_and_transforms(
+                        architecture,
+                        pretrained=spec.pretrained,
+                        device=self.device,
+                        force_quick_gelu=_tag_uses_quick_gelu(architecture, spec.pretrained),
+                    )
+            except Exception as e:  # open_clip/hub raise many types for an unreachable hub
+                if is_hub_failure(e) or noise.first_failure is not None:
+                    raise ModelUnavailableError(
+                        hub_failure_message(f"the pretrained weights {architecture}/{spec.pretrained}", e, noise)
+                        + "; or load local fine-tuned weights with --pretrained none --weights FILE.safetensors"
+                    ) from e
+                raise ModelUnavailableError(
+                    f"could not load weights {architecture}/{spec.pretrained}: {first_line(e)}. "
+                    "Pass local fine-tuned weights (--pretrained none --weights FILE.safetensors), "
+                    f"or --pretrained none to run with random weights ({UNTRAINED_WARNING})"
+                ) from e
         if spec.weights is not None:
             digest = _load_safetensors_weights(model, spec)
             spec = replace(spec, weights_sha256=digest)

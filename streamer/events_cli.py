@@ -222,7 +222,9 @@ def worker(
             )
         )
     except (MotionGuardError, ValueError) as e:
-        stderr.print(f"[bold red]error:[/] {e}")
+        from detectors.cli import print_error
+
+        print_error(e, stderr)
         raise typer.Exit(3) from e
     if detector.model.untrained:
         from detectors.cli import warn_untrained

@@ -50,7 +50,9 @@ TestFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}")
+    from detectors.cli import print_error
+
+    print_error(message, stderr)
     return typer.Exit(code)
 
 

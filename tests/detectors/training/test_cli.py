@@ -75,5 +75,6 @@ def test_dataset_download_fails_clearly_offline(
     result = CliRunner().invoke(app, ["dataset", "download", "deepaction", "--out", str(tmp_path / "da")])
     assert result.exit_code == EXIT_USAGE
     text = " ".join(result.output.split())
-    assert "could not download faridlab/deepaction_v1" in text
+    assert "error: could not find the dataset faridlab/deepaction_v1 in the local cache" in text
+    assert "HF_HUB_OFFLINE is set" in text and "HF_ENDPOINT" in text  # why, and what to do
     assert "CC BY 4.0" in text  # the licence is shown before trying

@@ -173,8 +173,9 @@ def test_download_fails_clearly_without_the_hub(tmp_path: Path, monkeypatch: pyt
     from detectors.training.download import download_dataset
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DatasetError, match="could not download faridlab/deepaction_v1") as info:
+    with pytest.raises(DatasetError, match="could not find the dataset faridlab/deepaction_v1") as info:
         download_dataset("deepaction", tmp_path / "da")
-    assert "huggingface.co" in info.value.message
+    assert "HF_HUB_OFFLINE is set" in info.value.message
+    assert "HF_ENDPOINT" in info.value.message and "<Source>/<action>/<clip>.mp4" in info.value.message
     with pytest.raises(DatasetError, match="unknown dataset"):
         download_dataset("imagenet", tmp_path / "x")
