@@ -180,24 +180,24 @@ def vote(
 
 @dataclass(frozen=True)
 class Decision:
-    """The verdict of one scored video and which evidence set it."""
+    """The verdict of one scored video and which evidence set it (the content's own verdict stays in
+    its :class:`~detectors.types.VideoScore`)."""
 
     verdict: VerdictLabel
     decided_by: DecidedBy
-    content_verdict: VerdictLabel
 
 
 def conclude(content_verdict: VerdictLabel, provenance: Provenance, policy: Policy) -> Decision:
     """Weigh the content verdict against the file's provenance (module docstring)."""
     if provenance.intact and provenance.ai_declared:
-        return Decision("ai_generated", "provenance", content_verdict)
+        return Decision("ai_generated", "provenance")
     if (
         policy.capture_claim_clears
         and provenance.state == "trusted"
         and provenance.capture_declared
         and content_verdict in ("ai_generated", "needs_review")
     ):
-        return Decision("real", "provenance", content_verdict)
+        return Decision("real", "provenance")
     if provenance.state == "invalid" and content_verdict == "real":
-        return Decision("needs_review", "provenance", content_verdict)
-    return Decision(content_verdict, "content", content_verdict)
+        return Decision("needs_review", "provenance")
+    return Decision(content_verdict, "content")

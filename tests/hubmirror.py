@@ -163,15 +163,23 @@ class HubMirror:
                 else:
                     self._error(404, "EntryNotFound", f"no route for {path}")
 
-            def _repo_info(self, kind: str, repo_id: str, rev: str, body: bool) -> None:
+            def _repo_at(self, kind: str | None, repo_id: str, rev: str) -> tuple[_Repo, str] | None:
+                """The repository and its commit at ``rev``, or None after answering 404 like the hub."""
                 repo = mirror._lookup(kind, repo_id)
                 if repo is None:
                     self._error(404, "RepoNotFound", f"repository {repo_id} not found")
-                    return
+                    return None
                 commit = repo.commit()
                 if rev not in ("main", commit):
                     self._error(404, "RevisionNotFound", f"revision {rev} not found")
+                    return None
+                return repo, commit
+
+            def _repo_info(self, kind: str, repo_id: str, rev: str, body: bool) -> None:
+                found = self._repo_at(kind, repo_id, rev)
+                if found is None:
                     return
+                repo, commit = found
                 info = {
                     "id": repo_id,
                     "sha": commit,
@@ -189,14 +197,10 @@ class HubMirror:
                     self.wfile.write(data)
 
             def _resolve(self, kind: str | None, repo_id: str, rev: str, rfilename: str) -> None:
-                repo = mirror._lookup(kind, repo_id)
-                if repo is None:
-                    self._error(404, "RepoNotFound", f"repository {repo_id} not found")
+                found = self._repo_at(kind, repo_id, rev)
+                if found is None:
                     return
-                commit = repo.commit()
-                if rev not in ("main", commit):
-                    self._error(404, "RevisionNotFound", f"revision {rev} not found")
-                    return
+                repo, commit = found
                 if rfilename not in repo.files:
                     self._error(404, "EntryNotFound", f"{rfilename} not found in {repo_id}")
                     return
