@@ -8,6 +8,7 @@ comma-separated.  Nothing below the entry point reads the environment.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -179,6 +180,27 @@ class WorkerSettings:
             )
         if self.ssl_cafile:
             options["ssl_cafile"] = self.ssl_cafile
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context every Kafka client of the worker uses (``None`` without TLS)."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        return ssl.create_default_context(cafile=self.ssl_cafile or None)
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Connection options for aiokafka clients (the uploads consumer, anything not made by Faust)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "ssl_context": self.ssl_context(),
+        }
+        if self.security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
         return options
 
     def roots(self) -> list[Path]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -197,8 +196,7 @@ class MotionGuardWorker:
         s = self.settings
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         credentials: Any = None
-        tls = s.security_protocol in ("SSL", "SASL_SSL")
-        ssl_context = ssl.create_default_context(cafile=s.ssl_cafile or None) if tls else None
+        ssl_context = s.ssl_context()
         if s.security_protocol.startswith("SASL"):
             credentials = faust.SASLCredentials(
                 username=s.sasl_username,
@@ -206,7 +204,7 @@ class MotionGuardWorker:
                 mechanism=s.sasl_mechanism,
                 ssl_context=ssl_context,
             )
-        elif tls:
+        elif ssl_context is not None:
             credentials = ssl_context
         app = _WorkerApp(
             s.app_id,
