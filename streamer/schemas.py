@@ -13,9 +13,10 @@ verdicts; ``verdict`` keeps its meaning (what the platform should do), and
     {"video_id": str, "uri": str, "uploaded_at": RFC 3339 (optional),
      "policy": str (optional), "metadata": object (optional)}
 
-* verdict (``video-verdicts``, key ``video_id``): the ``scan --json`` object plus
-  ``video_id``, ``model_version``, ``uploaded_at``, ``decided_at``,
-  ``processing_seconds`` and ``upload_to_verdict_seconds``.
+* verdict (``video-verdicts``, key ``video_id``): the ``scan --json`` object
+  (:meth:`detectors.pipeline.ScanResult.to_dict`, the one builder of both) plus
+  :data:`WORKER_ONLY_FIELDS`, made by :func:`verdict_record`.  ``source`` is the
+  upload's URI, and ``timings_ms`` also has ``fetch``.
 * dead-letter record (``video-uploads-dlq``, key ``video_id`` when known)::
 
     {"original": str (the event as received), "reason": code, "message": str,
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from detectors.errors import MotionGuardError
+from detectors.pipeline import ScanResult
 
 SCHEMA_VERSION = 2  # 2: verdicts carry provenance, decided_by and content_verdict
 MAX_EVENT_BYTES = 64 * 1024
@@ -195,6 +197,56 @@ def guess_video_id(raw: bytes | str | None, key: bytes | None) -> str | None:
         if _VIDEO_ID.match(text):
             return text
     return None
+
+
+WORKER_ONLY_FIELDS = (
+    "video_id",
+    "model_version",
+    "uploaded_at",
+    "received_at",
+    "decided_at",
+    "processing_seconds",
+    "upload_to_verdict_seconds",
+    "worker",
+    "schema_version",
+)
+"""What a verdict on the topic has beyond the ``scan --json`` object of the same video."""
+
+
+@dataclass(frozen=True)
+class VerdictContext:
+    """Where and when the worker decided one upload: the fields of :data:`WORKER_ONLY_FIELDS`."""
+
+    video_id: str | None
+    model_version: str
+    uploaded_at: datetime | None
+    received_at: datetime
+    decided_at: datetime
+    processing_seconds: float
+    worker: str
+
+    @property
+    def upload_to_verdict_seconds(self) -> float | None:
+        if self.uploaded_at is None:
+            return None
+        return max(0.0, (self.decided_at - self.uploaded_at).total_seconds())
+
+
+def verdict_record(result: ScanResult, context: VerdictContext) -> dict[str, Any]:
+    """The verdict the worker publishes: ``result.to_dict()`` (what ``scan --json`` prints) plus the context."""
+    to_verdict = context.upload_to_verdict_seconds
+    record: dict[str, Any] = {"video_id": context.video_id, **result.to_dict()}
+    record.update(
+        model_version=context.model_version,
+        uploaded_at=format_time(context.uploaded_at) if context.uploaded_at else None,
+        received_at=format_time(context.received_at),
+        decided_at=format_time(context.decided_at),
+        processing_seconds=round(context.processing_seconds, 4),
+        upload_to_verdict_seconds=None if to_verdict is None else round(to_verdict, 4),
+        worker=context.worker,
+        schema_version=SCHEMA_VERSION,
+    )
+    return record
 
 
 def dead_letter_record(raw: bytes | str | None, error: MotionGuardError, video_id: str | None, worker: str) -> bytes:
