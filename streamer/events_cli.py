@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from detectors.cli_options import EXIT_USAGE, print_error, warn_untrained
 from streamer.schemas import ModeratorLabel, UploadEvent, format_time, utc_now
 from streamer.settings import WorkerSettings, settings_from_env
 
@@ -222,13 +223,9 @@ def worker(
             )
         )
     except (MotionGuardError, ValueError) as e:
-        from detectors.cli import print_error
-
         print_error(e, stderr)
-        raise typer.Exit(3) from e
+        raise typer.Exit(EXIT_USAGE) from e
     if detector.model.untrained:
-        from detectors.cli import warn_untrained
-
         warn_untrained()
     logger.info("worker settings: %s", settings.public_dict())
     run_worker(MotionGuardWorker(settings, detector), log_level=logging.getLevelName(logging.getLogger().level))
