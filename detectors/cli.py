@@ -26,6 +26,7 @@ from detectors.cli_options import (
     EXIT_USAGE,
     DeviceOption,
     FrameSeekOption,
+    HwDecodeOption,
     KeyframeToleranceOption,
     ModelOption,
     PretrainedOption,
@@ -128,6 +129,7 @@ def scan(
     ] = False,
     frame_seek: FrameSeekOption = "nearest_keyframe",
     keyframe_tolerance: KeyframeToleranceOption = 0.5,
+    hw_decode: HwDecodeOption = "none",
     trust_anchor: Annotated[
         list[Path] | None,
         typer.Option(help="PEM file of C2PA trust anchors (repeatable); none by default."),
@@ -171,6 +173,7 @@ def scan(
                     skip_non_reference=skip_non_reference,
                     seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
                     keyframe_tolerance=keyframe_tolerance,
+                    hw_decode=hw_decode,  # type: ignore[arg-type]  # checked by SamplingConfig
                 ),
             )
         )

@@ -76,3 +76,9 @@ KeyframeToleranceOption = Annotated[
         min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
     ),
 ]
+HwDecodeOption = Annotated[
+    str,
+    typer.Option(
+        help="Where video is decoded: none (CPU) or cuda (NVDEC, where the host can; else the CPU, with a warning).",
+    ),
+]

@@ -219,6 +219,7 @@ def worker(
                     skip_non_reference=settings.skip_non_reference,
                     seek=settings.frame_seek,  # type: ignore[arg-type]  # checked by WorkerSettings
                     keyframe_tolerance=settings.keyframe_tolerance,
+                    hw_decode=settings.hw_decode,  # type: ignore[arg-type]  # checked by WorkerSettings
                 ),
             )
         )

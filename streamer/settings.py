@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from detectors.sampling import SEEK_MODES
+from detectors.sampling import HW_DECODERS, SEEK_MODES
 from streamer.schemas import Topics
 
 PREFIX = "MOTIONGUARD_"
@@ -89,6 +89,8 @@ class WorkerSettings:
     keyframe_tolerance: float = 0.5
     """For ``nearest_keyframe``: how far a keyframe may be from its wanted time, as a fraction of the
     spacing between wanted times (0 to 0.5; 0.5 = anywhere in the frame's own share of the video)."""
+    hw_decode: str = "none"
+    """``cuda`` decodes on the GPU's NVDEC where the host can (checked at start, else the CPU, with a warning)."""
 
     # --- sources (URIs) ----------------------------------------------------------
     allowed_roots: tuple[str, ...] = ()
@@ -132,6 +134,8 @@ class WorkerSettings:
             raise ValueError("decoder_threads must be >= 1")
         if self.frame_seek not in SEEK_MODES:
             raise ValueError(f"frame_seek must be one of {', '.join(SEEK_MODES)}; got {self.frame_seek!r}")
+        if self.hw_decode not in HW_DECODERS:
+            raise ValueError(f"hw_decode must be one of {', '.join(HW_DECODERS)}; got {self.hw_decode!r}")
         if not 0.0 <= self.keyframe_tolerance <= 0.5:
             raise ValueError("keyframe_tolerance must be from 0 to 0.5")
         if self.label_join_days < 1:

@@ -32,8 +32,9 @@
 
 The modules follow those steps: :mod:`~detectors.sampling.config` (the limits and choices),
 :mod:`~detectors.sampling.probe` (1), :mod:`~detectors.sampling.plan` (2),
-:mod:`~detectors.sampling.decode` (3, and :class:`FfmpegSampler`, which runs them all) and
-:mod:`~detectors.sampling.process` (running ffmpeg and ffprobe).
+:mod:`~detectors.sampling.decode` (3, and :class:`FfmpegSampler`, which runs them all),
+:mod:`~detectors.sampling.process` (running ffmpeg and ffprobe) and
+:mod:`~detectors.sampling.hwdecode` (whether NVDEC can decode here, for ``hw_decode="cuda"``).
 
 Each ffmpeg/ffprobe runs with a timeout in its own process group, killed as
 a whole when it overruns.  Failures are mapped onto :mod:`detectors.errors`
@@ -55,16 +56,25 @@ alone: streams without B-frames, and the keyframes-only pass from the start
 
 from __future__ import annotations
 
-from detectors.sampling.config import DEFAULT_ALLOWED_FORMATS, SEEK_MODES, SamplingConfig, SeekMode
+from detectors.sampling.config import (
+    DEFAULT_ALLOWED_FORMATS,
+    HW_DECODERS,
+    SEEK_MODES,
+    HwDecode,
+    SamplingConfig,
+    SeekMode,
+)
 from detectors.sampling.decode import FfmpegSampler, frames_decoded
 from detectors.sampling.plan import DecodeMode
 from detectors.sampling.probe import probe_video
 
 __all__ = [
     "DEFAULT_ALLOWED_FORMATS",
+    "HW_DECODERS",
     "SEEK_MODES",
     "DecodeMode",
     "FfmpegSampler",
+    "HwDecode",
     "SamplingConfig",
     "SeekMode",
     "frames_decoded",

@@ -11,6 +11,10 @@ from typing import Literal
 SeekMode = Literal["nearest_keyframe", "accurate", "keyframe"]
 SEEK_MODES: tuple[SeekMode, ...] = ("nearest_keyframe", "accurate", "keyframe")
 
+#: Where video is decoded: ``none`` (the CPU) or ``cuda`` (NVDEC through ffmpeg's ``-hwaccel cuda``).
+HwDecode = Literal["none", "cuda"]
+HW_DECODERS: tuple[HwDecode, ...] = ("none", "cuda")
+
 #: Demuxers (ffmpeg's names) that may open an uploaded file.  Restricting them
 #: keeps text files (the ``tty`` demuxer reads ``.txt`` as ANSI art), images and
 #: playlists (HLS/concat files that make ffmpeg open other files) out.
@@ -105,6 +109,12 @@ class SamplingConfig:
     after its time (usually one to three frames later; timestamps stay
     truthful).  Off by default, so that an exact frame is the one on screen.
 
+    ``hw_decode="cuda"`` decodes on an NVIDIA GPU's NVDEC engine (ffmpeg's
+    ``-hwaccel cuda``; the frames come back to the CPU for resizing).  The
+    sampler checks once, when it is made, that this ffmpeg can decode with it
+    on this host, and otherwise decodes on the CPU and says so in one warning
+    (:mod:`detectors.sampling.hwdecode`).  Off by default.
+
     ``timeout_seconds`` applies to each ffprobe/ffmpeg process separately; a
     sample runs one or two ffprobes and usually one ffmpeg (rarely one more).
     ``allowed_formats`` lists the ffmpeg demuxers a file may be opened with
@@ -128,6 +138,7 @@ class SamplingConfig:
     index_scan_seconds: float = 60.0
     allowed_formats: tuple[str, ...] | None = DEFAULT_ALLOWED_FORMATS
     skip_non_reference: bool = False
+    hw_decode: HwDecode = "none"
 
     def __post_init__(self) -> None:
         positive = (
@@ -155,6 +166,8 @@ class SamplingConfig:
             raise ValueError(f"skip_non_reference must be a bool, got {self.skip_non_reference!r}")
         if self.seek not in SEEK_MODES:
             raise ValueError(f"seek must be one of {', '.join(SEEK_MODES)}; got {self.seek!r}")
+        if self.hw_decode not in HW_DECODERS:
+            raise ValueError(f"hw_decode must be one of {', '.join(HW_DECODERS)}; got {self.hw_decode!r}")
         tolerance = self.keyframe_tolerance
         if (
             isinstance(tolerance, bool)

@@ -31,6 +31,7 @@ from detectors.sampling.config import (
     _TRUNCATION_MARKERS,
     SamplingConfig,
 )
+from detectors.sampling.hwdecode import resolve_hw_decode
 from detectors.sampling.plan import _exact_target, _Plan, _plan, _Target, _wanted_times
 from detectors.sampling.probe import _ffprobe_failure, _PacketIndex, _probe, _ProbeResult
 from detectors.sampling.process import _clean_line, _Completed, _find_line, _flatten, _input_options, _last_line, _run
@@ -116,6 +117,8 @@ class FfmpegSampler:
 
     def __init__(self, config: SamplingConfig | None = None) -> None:
         self.config = config if config is not None else SamplingConfig()
+        #: ``cuda`` when ``config.hw_decode`` asked for it and this host can do it, else ``none``.
+        self.hw_decode = resolve_hw_decode(self.config.hw_decode, self.config.ffmpeg_binary)
 
     def sample(self, path: str | os.PathLike[str], image_size: int, resize_mode: str = "shortest") -> SampledFrames:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
@@ -319,6 +322,10 @@ class FfmpegSampler:
         options = {**_input_options(self.config), "threads": self.config.decoder_threads, **extra}
         if skip and self.config.skip_non_reference and info.probe.codec in _SKIPPABLE_CODECS:
             options["skip_frame"] = "noref"
+        if self.hw_decode == "cuda":
+            # Decoded on NVDEC, copied back to system memory for the filters; codecs NVDEC
+            # cannot decode fall back to ffmpeg's software decoders by themselves.
+            options["hwaccel"] = "cuda"
         return options
 
     def _run(

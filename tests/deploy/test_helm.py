@@ -323,6 +323,9 @@ def test_gpu_opt_in(render: Render) -> None:
     assert spec["runtimeClassName"] == "nvidia"
     assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_DEVICE"] == "cuda"
     assert only(render(), "ConfigMap")["data"]["MOTIONGUARD_DEVICE"] == "cpu"
+    capabilities = {env["name"]: env.get("value") for env in worker["env"]}["NVIDIA_DRIVER_CAPABILITIES"]
+    assert "video" in capabilities.split(","), "NVDEC (settings.hw_decode: cuda) needs the video capability"
+    assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_HW_DECODE"] == "cuda"
 
 
 def test_kafka_credentials_come_from_the_existing_secret(render: Render) -> None:
