@@ -17,6 +17,7 @@ import typer
 from streamer.kafka_local import (
     DEFAULT_KAFKA_VERSION,
     LocalKafka,
+    LocalKafkaCluster,
     LocalKafkaConfig,
     LocalKafkaError,
     default_data_dir,
@@ -24,8 +25,8 @@ from streamer.kafka_local import (
 
 kafka_app = typer.Typer(
     help=(
-        "Run a real single-node Apache Kafka broker (KRaft mode) on 127.0.0.1 for "
-        "development, tests and the demo. Needs Java; the jars come from Maven Central "
+        "Run a real Apache Kafka (KRaft mode) on 127.0.0.1 for development, tests and the demo: "
+        "one broker, or a cluster with --brokers 3. Needs Java; the jars come from Maven Central "
         "on first use, or from $KAFKA_HOME."
     ),
     no_args_is_help=True,
@@ -55,6 +56,13 @@ def _print_status(status: dict[str, Any]) -> None:
         typer.echo(f"{key}: {json.dumps(value)}")
 
 
+def _existing(data_dir: Path) -> LocalKafka | LocalKafkaCluster:
+    """The broker or cluster that ``data_dir`` holds."""
+    if LocalKafkaCluster.exists(data_dir):
+        return LocalKafkaCluster(LocalKafkaConfig(data_dir=data_dir))
+    return LocalKafka(LocalKafkaConfig(data_dir=data_dir))
+
+
 @kafka_app.command()
 def start(
     port: Annotated[int, typer.Option("--port", "-p", help="PLAINTEXT listener port.")] = 9092,
@@ -67,8 +75,17 @@ def start(
     ),
     partitions: Annotated[int, typer.Option("--partitions", help="Default partitions of new topics.")] = 4,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the broker to be ready.")] = 60.0,
+    brokers: Annotated[
+        int,
+        typer.Option(
+            "--brokers",
+            min=1,
+            max=9,
+            help="Nodes (each broker and controller); from 3 on, topics get 3 replicas and min.insync.replicas 2.",
+        ),
+    ] = 1,
 ) -> None:
-    """Start the broker in the background (a no-op when it already runs)."""
+    """Start the broker (or the --brokers cluster) in the background (a no-op when it already runs)."""
     config = LocalKafkaConfig(
         port=port,
         controller_port=controller_port,
@@ -77,9 +94,14 @@ def start(
         kafka_home=_kafka_home_from_env(),
         num_partitions=partitions,
     )
-    kafka = LocalKafka(config)
+    kafka: LocalKafka | LocalKafkaCluster
     try:
-        kafka.start(wait_seconds=wait)
+        if brokers > 1 or LocalKafkaCluster.exists(data_dir):
+            kafka = LocalKafkaCluster(config, brokers=brokers)
+            kafka.start(wait_seconds=max(wait, 120.0))
+        else:
+            kafka = LocalKafka(config)
+            kafka.start(wait_seconds=wait)
     except LocalKafkaError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
@@ -92,8 +114,8 @@ def stop(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds before SIGTERM becomes SIGKILL.")] = 30.0,
 ) -> None:
-    """Stop the broker that runs on DATA_DIR (SIGTERM, then SIGKILL)."""
-    kafka = LocalKafka(LocalKafkaConfig(data_dir=data_dir))
+    """Stop the broker (or every node of the cluster) that runs on DATA_DIR (SIGTERM, then SIGKILL)."""
+    kafka = _existing(data_dir)
     try:
         stopped = kafka.stop(timeout_seconds=timeout)
     except LocalKafkaError as exc:
@@ -104,8 +126,8 @@ def stop(
 
 @kafka_app.command()
 def status(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
-    """Show the broker's state; exit code 1 when it is not running."""
-    info = LocalKafka(LocalKafkaConfig(data_dir=data_dir)).status()
+    """Show the broker's (or each node's) state; exit code 1 when it (or any node) is not running."""
+    info = _existing(data_dir).status()
     _print_status(info)
     if not info["running"]:
         raise typer.Exit(code=1)

@@ -50,7 +50,8 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -68,6 +69,7 @@ __all__ = [
     "KafkaProvisionError",
     "KafkaStartError",
     "LocalKafka",
+    "LocalKafkaCluster",
     "LocalKafkaConfig",
     "LocalKafkaError",
     "default_cache_dir",
@@ -164,6 +166,12 @@ class LocalKafkaConfig:
     the CLI fills it from ``$KAFKA_HOME`` (this module never reads the
     environment).  ``extra_properties`` are appended to ``server.properties``
     last, so they override the defaults written here.
+
+    One node of a cluster (see :class:`LocalKafkaCluster`): ``node_id``, the
+    ``quorum`` of every controller as ``(node_id, controller_port)`` pairs (empty:
+    this node alone), the ``cluster_id`` its storage is formatted with (``None``:
+    a new one), and the ``replication_factor`` of new and internal topics
+    (``min.insync.replicas`` becomes 2 from three replicas on).
     """
 
     port: int = 9092
@@ -179,6 +187,10 @@ class LocalKafkaConfig:
     java: str = "java"
     mvn: str = "mvn"
     mvn_timeout_seconds: float = 900.0
+    node_id: int = NODE_ID
+    quorum: tuple[tuple[int, int], ...] = ()
+    cluster_id: str | None = None
+    replication_factor: int = 1
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs compare equal and the JVM never sees
@@ -197,6 +209,16 @@ class LocalKafkaConfig:
             raise ValueError("controller_port must differ from port")
         if self.num_partitions < 1:
             raise ValueError(f"num_partitions must be >= 1, got {self.num_partitions}")
+        if self.quorum:
+            voters = dict(self.quorum)
+            if voters.get(self.node_id) is None or voters[self.node_id] != self.controller_port:
+                raise ValueError("a node of a quorum must be in it, with its own controller_port")
+        if not 1 <= self.replication_factor <= max(1, len(self.quorum)):
+            raise ValueError(f"replication_factor must be 1..{max(1, len(self.quorum))}, got {self.replication_factor}")
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def resolved_cache_dir(self) -> Path:
@@ -521,8 +543,11 @@ class LocalKafka:
 
     # -- start ---------------------------------------------------------------
 
-    def start(self, wait_seconds: float = 60) -> LocalKafka:
+    def start(self, wait_seconds: float = 60, *, wait: bool = True) -> LocalKafka:
         """Start the broker (formatting storage on first use) and wait until ready.
+
+        ``wait=False`` returns once the JVM is launched (a node of a cluster is
+        ready only when a majority of its quorum runs: start them all, then wait).
 
         A no-op when our broker is already running on this ``data_dir`` and
         port.  Raises :class:`KafkaProvisionError` when the jars or Java cannot
@@ -592,6 +617,8 @@ class LocalKafka:
         }
         (self.data_dir / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
+        if not wait:
+            return self
         try:
             self.wait_until_ready(wait_seconds)
         except BaseException:
@@ -632,8 +659,10 @@ class LocalKafka:
         config = self.config
         properties: dict[str, str] = {
             "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller_port}",
+            "node.id": str(config.node_id),
+            "controller.quorum.voters": ",".join(
+                f"{node}@{HOST}:{port}" for node, port in (config.quorum or ((config.node_id, controller_port),))
+            ),
             "listeners": f"PLAINTEXT://{HOST}:{config.port},CONTROLLER://{HOST}:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{config.port}",
             "controller.listener.names": "CONTROLLER",
@@ -641,12 +670,12 @@ class LocalKafka:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dir),
             "num.partitions": str(config.num_partitions),
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": str(config.replication_factor),
+            "min.insync.replicas": str(config.min_insync_replicas),
+            "offsets.topic.replication.factor": str(config.replication_factor),
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(config.replication_factor),
+            "transaction.state.log.min.isr": str(config.min_insync_replicas),
             "transaction.state.log.num.partitions": "4",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
@@ -683,7 +712,7 @@ class LocalKafka:
             "format",
             "--ignore-formatted",
             "-t",
-            _new_cluster_id(),
+            self.config.cluster_id or _new_cluster_id(),
             "-c",
             str(self.server_properties),
         ]
@@ -734,8 +763,7 @@ class LocalKafka:
                     last_error = f"last probe: {exc!r}"
             time.sleep(0.2)
 
-    @staticmethod
-    def _probe(port: int, timeout_ms: int) -> None:
+    def _probe(self, port: int, timeout_ms: int) -> None:
         admin = KafkaAdminClient(
             bootstrap_servers=f"{HOST}:{port}",
             client_id="motionguard-kafka-local-probe",
@@ -748,8 +776,9 @@ class LocalKafka:
         finally:
             admin.close()
         brokers = cluster.get("brokers") or []
-        if not any(int(b.get("broker_id", b.get("node_id", -1))) == NODE_ID for b in brokers):
-            raise KafkaStartError(f"broker {NODE_ID} not yet registered (brokers: {brokers})")
+        node = self.config.node_id
+        if not any(int(b.get("broker_id", b.get("node_id", -1))) == node for b in brokers):
+            raise KafkaStartError(f"broker {node} not yet registered (brokers: {brokers})")
 
     # -- stop ----------------------------------------------------------------
 
@@ -772,6 +801,18 @@ class LocalKafka:
             self._signal(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 10):
                 raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
+        self._cleanup_pid_file()
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL the broker, as a crash would (tests of broker failures); ``True`` when one ran."""
+        pid = self._live_pid()
+        if pid is None:
+            return False
+        logger.info("Killing Kafka node %d (pid %d)", self.config.node_id, pid)
+        self._signal(pid, signal.SIGKILL)
+        if not self._wait_gone(pid, 10):
+            raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
         self._cleanup_pid_file()
         return True
 
@@ -823,3 +864,146 @@ class LocalKafka:
 
     def __repr__(self) -> str:
         return f"LocalKafka(bootstrap={self.config.bootstrap_servers!r}, data_dir={str(self.data_dir)!r})"
+
+
+# --------------------------------------------------------------------------- cluster
+
+_CLUSTER_FILE = "cluster.json"
+
+
+class LocalKafkaCluster:
+    """``brokers`` KRaft nodes (each broker and controller) from the same jars, on 127.0.0.1.
+
+    Node ``N`` lives in ``<config.data_dir>/node-N`` (its own data, log and pid
+    file); ``<config.data_dir>/cluster.json`` keeps the cluster id and every
+    node's ports, so ``start``, ``status`` and ``stop`` find the same cluster
+    from any process, and a killed node restarts on its own ports.  The first
+    node listens on ``config.port``, the others on free ports.  New and
+    internal topics get three replicas (or as many as there are nodes) and
+    ``min.insync.replicas`` 2: with one node down everything still works, with
+    two down writes with ``acks=all`` stop.
+    """
+
+    def __init__(self, config: LocalKafkaConfig | None = None, brokers: int | None = None) -> None:
+        """``brokers``: how many nodes a new cluster gets (default 3); ``None`` takes an existing one as it is."""
+        self.config = config if config is not None else LocalKafkaConfig()
+        layout = self._read_layout()
+        if layout is None:
+            brokers = 3 if brokers is None else brokers
+            if brokers < 1:
+                raise ValueError(f"brokers must be >= 1, got {brokers}")
+            layout = self._new_layout(brokers)
+        elif brokers is not None and len(layout["nodes"]) != brokers:
+            raise LocalKafkaError(
+                f"{self.data_dir} holds a cluster of {len(layout['nodes'])} brokers, not {brokers}; "
+                "stop it and use another --data-dir"
+            )
+        self.cluster_id: str = layout["cluster_id"]
+        self._layout = layout
+        quorum = tuple((int(n["node_id"]), int(n["controller_port"])) for n in layout["nodes"])
+        self.nodes = [
+            LocalKafka(
+                replace(
+                    self.config,
+                    data_dir=self.data_dir / f"node-{n['node_id']}",
+                    port=int(n["port"]),
+                    controller_port=int(n["controller_port"]),
+                    node_id=int(n["node_id"]),
+                    quorum=quorum,
+                    cluster_id=self.cluster_id,
+                    replication_factor=min(3, len(quorum)),
+                )
+            )
+            for n in layout["nodes"]
+        ]
+
+    @staticmethod
+    def exists(data_dir: Path) -> bool:
+        """Whether ``data_dir`` holds a cluster (rather than a single broker)."""
+        return (Path(data_dir) / _CLUSTER_FILE).is_file()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:P1,127.0.0.1:P2,...``: every node's client listener."""
+        return ",".join(f"{HOST}:{node.config.port}" for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        for node in self.nodes:
+            if node.config.node_id == node_id:
+                return node
+        raise KeyError(f"no node {node_id} in this cluster")
+
+    def _read_layout(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.data_dir / _CLUSTER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("nodes") else None
+
+    def _new_layout(self, brokers: int) -> dict[str, Any]:
+        ports = [self.config.port]
+        while len(ports) < 2 * brokers:
+            port = find_free_port()
+            if port not in ports:
+                ports.append(port)
+        nodes = [{"node_id": i + 1, "port": ports[i], "controller_port": ports[brokers + i]} for i in range(brokers)]
+        return {"cluster_id": _new_cluster_id(), "nodes": nodes}
+
+    def start(self, wait_seconds: float = 120) -> LocalKafkaCluster:
+        """Start every node that is not running, then wait until each is ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / _CLUSTER_FILE).write_text(json.dumps(self._layout, indent=2) + "\n", encoding="utf-8")
+        deadline = time.monotonic() + wait_seconds
+        try:
+            for node in self.nodes:
+                if not node.is_running():
+                    node.start(wait=False)
+            for node in self.nodes:
+                node.wait_until_ready(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop(timeout_seconds=10)
+            raise
+        return self
+
+    def stop(self, timeout_seconds: float = 30) -> bool:
+        """Stop every node at once; ``True`` when any was running.
+
+        At once, because the last node of a KRaft quorum cannot shut down cleanly on
+        its own once the others are gone: it would wait for them until SIGKILL."""
+        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="kafka-stop") as pool:
+            stopped = list(pool.map(lambda node: node.stop(timeout_seconds), self.nodes))
+        return any(stopped)
+
+    def status(self) -> dict[str, Any]:
+        nodes = [node.status() for node in self.nodes]
+        return {
+            "running": all(n["running"] for n in nodes),
+            "brokers": len(nodes),
+            "brokers_running": sum(n["running"] for n in nodes),
+            "bootstrap": self.bootstrap_servers,
+            "cluster_id": self.cluster_id,
+            "data_dir": str(self.data_dir),
+            "nodes": [
+                {key: n[key] for key in ("running", "pid", "port", "controller_port", "data_dir", "log_file")}
+                | {"node_id": node.config.node_id, "port": node.config.port}
+                for node, n in zip(self.nodes, nodes, strict=True)
+            ],
+        }
+
+    def __enter__(self) -> LocalKafkaCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalKafkaCluster(bootstrap={self.bootstrap_servers!r}, data_dir={str(self.data_dir)!r})"
