@@ -95,7 +95,9 @@ async def _check_server(
         )
         conn = await asyncio.wait_for(connecting, timeout_seconds)
         # With TLS 1.3 a refused client certificate shows only on the first request.
-        response = await asyncio.wait_for(conn.send(MetadataRequest(list(topics) or None)), timeout_seconds)
+        response = await asyncio.wait_for(
+            conn.send(MetadataRequest(list(topics) or None, allow_auto_topic_creation=False)), timeout_seconds
+        )
     except SaslAuthenticationFailed as e:
         raise KafkaAccessError(
             f"Kafka at {where} refused SASL {settings.sasl_mechanism} authentication for user "
