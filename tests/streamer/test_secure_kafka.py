@@ -53,15 +53,19 @@ VERDICT_TIMEOUT_SECONDS = 120.0
 
 @pytest.fixture(scope="session")
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    config = LocalKafkaConfig(
-        port=find_free_port(),
-        data_dir=tmp_path_factory.mktemp("secure-kafka") / "data",
-        kafka_home=kafka_home_from_env(),
-        secure=True,
-    )
-    broker = LocalKafka(config)
-    broker.start(wait_seconds=120)
+    """The broker ``motionguard kafka start --secure`` starts (the command itself, as a user runs it)."""
+    data_dir = tmp_path_factory.mktemp("secure-kafka") / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTIONGUARD_")}
+    broker = LocalKafka(LocalKafkaConfig(data_dir=data_dir, kafka_home=kafka_home_from_env()))
     try:
+        started = run_cli(
+            env, "kafka", "start", "--secure", "--port", str(find_free_port()), "--data-dir", str(data_dir)
+        )
+        assert started.returncode == 0, started.stderr
+        assert broker.status()["secure"] is True
+        # The printed settings name the password files, never a password.
+        assert f"MOTIONGUARD_SASL_PASSWORD_FILE={broker.security.password_file('worker')}" in started.stdout
+        assert f"MOTIONGUARD_SSL_KEYFILE={broker.security.key('moderation')}" in started.stdout
         yield broker
     finally:
         broker.stop()
@@ -474,3 +478,10 @@ def test_kafka_errors_are_not_silent(sasl_app: App) -> None:
     options["sasl_plain_password"] = "wrong"
     with pytest.raises(KafkaError, match="Unable to bootstrap"):
         KafkaAdminClient(**options, request_timeout_ms=3000, bootstrap_timeout_ms=3000)
+
+
+def test_scram_sha_256_works_too(ready_sasl_worker: WorkerProcess, sasl_app: App) -> None:
+    env = sasl_app.env("moderation", MOTIONGUARD_SASL_MECHANISM="SCRAM-SHA-256")
+    result = run_cli(env, "verdicts", "--count", "1", "--idle-seconds", "30")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["video_id"]
