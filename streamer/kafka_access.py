@@ -204,14 +204,13 @@ def _handler(state: _GateState) -> type[BaseHTTPRequestHandler]:
 def wait_for_kafka_access(
     settings: WorkerSettings,
     metrics_page: Callable[[], tuple[bytes, str]],
-    on_error: Callable[[KafkaAccessError], None] = lambda e: None,
     first_backoff_seconds: float = 1.0,
 ) -> None:
     """Block until :func:`check_kafka_access` passes for the worker's topics.
 
     Meanwhile the web port answers ``/healthz`` 200, ``/ready`` 503 (with the
     reason) and ``/metrics`` (``metrics_page()`` gives the body and its content
-    type); each failure is logged once per attempt and passed to ``on_error``.
+    type); each failed attempt is logged (ERROR) with its reason.
     """
     topics = settings.topics.all()
     try:
@@ -228,7 +227,6 @@ def wait_for_kafka_access(
     try:
         while error is not None:
             state.reason = str(error)
-            on_error(error)
             logger.error("not ready: %s; retrying in %.0f s", error, delay)
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_SECONDS)

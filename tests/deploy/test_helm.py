@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from streamer.kafka_local import LocalKafka, LocalKafkaConfig
 from streamer.settings import PREFIX, WorkerSettings, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, RULES, run_tool
 
@@ -406,6 +407,21 @@ def test_mtls_client_certificate_and_ca_come_from_existing_secrets(render: Rende
         ("key", "motionguard-worker-tls", "tls.key"),
     }
     assert only(manifests, "ScaledObject")["spec"]["triggers"][0]["metadata"]["tls"] == "enable"
+
+
+@pytest.mark.parametrize(("values", "mtls"), [("external-secret-values.yaml", False), ("mtls-values.yaml", True)])
+def test_the_chart_sets_the_kafka_settings_the_secure_broker_tests_use(
+    render: Render, values: str, mtls: bool, tmp_path: Path
+) -> None:
+    """tests/streamer/test_secure_kafka.py runs the worker with LocalKafka.client_env: the chart must set the same."""
+    manifests = render(CI_DIR / values)
+    (worker,) = pod_spec(manifests)["containers"]
+    rendered = dict(only(manifests, "ConfigMap")["data"]) | {v["name"]: "from-secret" for v in worker["env"]}
+    tested = LocalKafka(LocalKafkaConfig(data_dir=tmp_path, secure=True)).client_env("worker", mtls=mtls)
+    assert set(tested) <= set(rendered)
+    for name in ("MOTIONGUARD_SECURITY_PROTOCOL", "MOTIONGUARD_SASL_MECHANISM"):
+        assert rendered.get(name) == tested.get(name), name
+    assert rendered["MOTIONGUARD_SSL_CHECK_HOSTNAME"] == "true"  # as the tests run: verification on
 
 
 def test_hostname_verification_can_be_turned_off_only_explicitly(render: Render) -> None:
