@@ -231,6 +231,20 @@ def wait_for_outcomes(worker: WorkerProcess, target: float, timeout_seconds: flo
     return total
 
 
+def test_the_broker_speaks_no_plaintext_and_denies_what_no_acl_allows(secure_kafka: LocalKafka) -> None:
+    properties = dict(
+        line.split("=", 1) for line in secure_kafka.server_properties.read_text().splitlines() if "=" in line
+    )
+    assert "PLAINTEXT" not in properties["listener.security.protocol.map"].replace("SASL_SSL", "")
+    assert not any(listener.startswith("PLAINTEXT") for listener in properties["listeners"].split(","))
+    assert properties["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert properties["allow.everyone.if.no.acl.found"] == "false"
+    assert properties["super.users"] == "User:broker;User:admin"
+    assert properties["listener.name.ssl.ssl.client.auth"] == "required"
+    assert properties["listener.name.controller.ssl.client.auth"] == "required"
+    assert properties["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,SCRAM-SHA-256"
+
+
 # ------------------------------------------------------------------- the SASL_SSL / SCRAM app
 
 
