@@ -29,6 +29,15 @@ Example::
     with LocalKafka(LocalKafkaConfig(port=find_free_port(), data_dir=tmp)) as kafka:
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
 
+With ``secure=True`` the broker speaks no plaintext: a ``SASL_SSL`` listener
+(SCRAM-SHA-512/256) on ``port``, an ``SSL`` listener requiring client
+certificates (mTLS) on ``ssl_port``, a TLS controller listener, and the
+StandardAuthorizer with ``allow.everyone.if.no.acl.found=false``.  Its
+certificate names ``localhost`` only, so clients connect to ``localhost``.  The
+CA, keys and passwords live in ``<data_dir>/security``
+(:mod:`streamer.kafka_secure`); :meth:`LocalKafka.client_env` gives the
+``MOTIONGUARD_*`` settings of a principal.
+
 Only POSIX systems are supported (process groups, ``fcntl`` locks).
 """
 
@@ -61,6 +70,19 @@ with warnings.catch_warnings():
     # importing; under ``-W error`` (our pytest config) that would break the import.
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient
+    from kafka.admin import (
+        ACL,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePattern,
+        UserScramCredentialUpsertion,
+    )
+    from kafka.admin import ResourceType as AclResourceType
+    from kafka.errors import TopicAlreadyExistsError
+
+from streamer.kafka_acls import AclRule
+from streamer.kafka_secure import CLIENT_USERS, SCRAM_MECHANISMS, SecurityFiles, secure_listener_properties
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +101,8 @@ __all__ = [
 
 DEFAULT_KAFKA_VERSION = "3.9.1"
 HOST = "127.0.0.1"
+#: The name clients of the secure broker connect to: the only name in its certificate.
+SECURE_HOST = "localhost"
 NODE_ID = 1
 
 #: Logging backends put next to the Kafka jars (the Maven artifact has none:
@@ -191,6 +215,9 @@ class LocalKafkaConfig:
     quorum: tuple[tuple[int, int], ...] = ()
     cluster_id: str | None = None
     replication_factor: int = 1
+    secure: bool = False
+    ssl_port: int | None = None
+    """The mTLS listener of a secure broker; ``None`` = ``port + 2`` when free, else any free port."""
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs compare equal and the JVM never sees
@@ -207,6 +234,8 @@ class LocalKafkaConfig:
             raise ValueError(f"controller_port must be 1..65535, got {self.controller_port}")
         if self.controller_port == self.port:
             raise ValueError("controller_port must differ from port")
+        if self.ssl_port is not None and self.ssl_port in (self.port, self.controller_port):
+            raise ValueError("ssl_port must differ from port and controller_port")
         if self.num_partitions < 1:
             raise ValueError(f"num_partitions must be >= 1, got {self.num_partitions}")
         if self.quorum:
@@ -225,8 +254,12 @@ class LocalKafkaConfig:
         return self.cache_dir if self.cache_dir is not None else default_cache_dir(self.kafka_version)
 
     @property
+    def advertised_host(self) -> str:
+        return SECURE_HOST if self.secure else HOST
+
+    @property
     def bootstrap_servers(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.advertised_host}:{self.port}"
 
 
 # --------------------------------------------------------------------------- jars
@@ -488,6 +521,11 @@ class LocalKafka:
         return self.data_dir / "server.properties"
 
     @property
+    def security(self) -> SecurityFiles:
+        """The CA, keystore, client certificates and passwords of a secure broker."""
+        return SecurityFiles(self.data_dir / "security")
+
+    @property
     def bootstrap_servers(self) -> str:
         """``127.0.0.1:PORT`` of the running broker (of the config when none runs)."""
         state = self._read_state()
@@ -539,6 +577,8 @@ class LocalKafka:
             "version": str(state["version"]) if state else self.config.kafka_version,
             "libs": str(state["libs"]) if state else None,
             "log_file": str(self.log_file),
+            "secure": bool(state.get("secure")) if state else self.config.secure,
+            "ssl_port": state.get("ssl_port") if state else None,
         }
 
     # -- start ---------------------------------------------------------------
@@ -576,10 +616,13 @@ class LocalKafka:
                 f"Port {HOST}:{config.port} is already in use by another process; choose another port (e.g. `--port`)."
             )
         controller_port = self._pick_controller_port()
+        ssl_port = self._pick_ssl_port(controller_port) if config.secure else None
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._write_configs(controller_port)
+        if config.secure:
+            self.security.ensure(hostnames=(SECURE_HOST,), node_ids=(config.node_id,))
+        self._write_configs(config.node_id, controller_port, ssl_port)
         classpath = f"{libs}{os.sep}*"
         self._format_storage(java, classpath)
 
@@ -611,6 +654,8 @@ class LocalKafka:
             "bootstrap": config.bootstrap_servers,
             "port": config.port,
             "controller_port": controller_port,
+            "secure": config.secure,
+            "ssl_port": ssl_port,
             "version": version,
             "libs": str(libs),
             "started_at": time.time(),
@@ -621,6 +666,8 @@ class LocalKafka:
             return self
         try:
             self.wait_until_ready(wait_seconds)
+            if config.secure:
+                self.create_scram_users(CLIENT_USERS)
         except BaseException:
             self.stop(timeout_seconds=10)
             raise
@@ -636,6 +683,20 @@ class LocalKafka:
         if candidate < 65536 and _port_is_free(candidate):
             return candidate
         return find_free_port()
+
+    def _pick_ssl_port(self, controller_port: int) -> int:
+        wanted = self.config.ssl_port
+        if wanted is not None:
+            if not _port_is_free(wanted):
+                raise KafkaStartError(f"mTLS port {HOST}:{wanted} is already in use.")
+            return wanted
+        candidate = self.config.port + 2
+        if candidate < 65536 and candidate != controller_port and _port_is_free(candidate):
+            return candidate
+        while True:
+            port = find_free_port()
+            if port not in (controller_port, self.config.port):
+                return port
 
     def _jvm_options(self) -> list[str]:
         return [
@@ -655,13 +716,13 @@ class LocalKafka:
             *self.config.jvm_options,
         ]
 
-    def _write_configs(self, controller_port: int) -> None:
+    def _write_configs(self, node_id: int, controller_port: int, ssl_port: int | None) -> None:
         config = self.config
         properties: dict[str, str] = {
             "process.roles": "broker,controller",
-            "node.id": str(config.node_id),
+            "node.id": str(node_id),
             "controller.quorum.voters": ",".join(
-                f"{node}@{HOST}:{port}" for node, port in (config.quorum or ((config.node_id, controller_port),))
+                f"{node}@{HOST}:{port}" for node, port in (config.quorum or ((node_id, controller_port),))
             ),
             "listeners": f"PLAINTEXT://{HOST}:{config.port},CONTROLLER://{HOST}:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{config.port}",
@@ -685,6 +746,13 @@ class LocalKafka:
             "num.io.threads": "4",
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
+        if config.secure:
+            assert ssl_port is not None
+            properties.update(
+                secure_listener_properties(
+                    self.security, node_id, HOST, SECURE_HOST, config.port, ssl_port, controller_port
+                )
+            )
         properties.update(config.extra_properties)
         body = "".join(f"{key}={value}\n" for key, value in properties.items())
         self.server_properties.write_text(
@@ -739,7 +807,9 @@ class LocalKafka:
         exits or the deadline passes.
         """
         deadline = time.monotonic() + timeout_seconds
-        port = int((self._read_state() or {}).get("port", self.config.port))
+        state = self._read_state() or {}
+        # A secure broker is probed as the ``admin`` super user over its mTLS listener.
+        port = int(state["ssl_port"] if state.get("ssl_port") else state.get("port", self.config.port))
         last_error = "the port never accepted a connection"
         while True:
             if self._live_pid() is None:
@@ -757,15 +827,15 @@ class LocalKafka:
             # Cheap gate first: each failed client construction costs a thread.
             if _port_accepts(port):
                 try:
-                    self._probe(port, timeout_ms=int(max(1.0, min(remaining, 10.0)) * 1000))
+                    self._probe(self._admin_options(port), timeout_ms=int(max(1.0, min(remaining, 10.0)) * 1000))
                     return
                 except Exception as exc:  # any client failure means "not yet"
                     last_error = f"last probe: {exc!r}"
             time.sleep(0.2)
 
-    def _probe(self, port: int, timeout_ms: int) -> None:
+    def _probe(self, options: Mapping[str, Any], timeout_ms: int) -> None:
         admin = KafkaAdminClient(
-            bootstrap_servers=f"{HOST}:{port}",
+            **options,
             client_id="motionguard-kafka-local-probe",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
@@ -779,6 +849,112 @@ class LocalKafka:
         node = self.config.node_id
         if not any(int(b.get("broker_id", b.get("node_id", -1))) == node for b in brokers):
             raise KafkaStartError(f"broker {node} not yet registered (brokers: {brokers})")
+
+    # -- secure broker: clients, users, ACLs, topics ---------------------------
+
+    def _admin_options(self, port: int | None = None) -> dict[str, Any]:
+        """kafka-python options of the ``admin`` super user (mTLS); plaintext for an insecure broker."""
+        state = self._read_state() or {}
+        if not (state.get("secure") if state else self.config.secure):
+            return {"bootstrap_servers": f"{HOST}:{port or state.get('port', self.config.port)}"}
+        from streamer.settings import settings_from_env
+
+        settings = settings_from_env(self.client_env("admin", mtls=True))
+        if port is not None:
+            settings = settings.with_overrides(broker=f"kafka://{SECURE_HOST}:{port}")
+        return settings.kafka_python_options()
+
+    def client_env(self, user: str, mtls: bool = False, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
+        """The ``MOTIONGUARD_*`` settings with which ``user`` connects to this secure broker.
+
+        SASL_SSL with ``user``'s SCRAM password file, or (``mtls``) SSL with its
+        client certificate.  The password itself is never part of the result.
+        """
+        state = self._read_state() or {}
+        files = self.security
+        env = {"MOTIONGUARD_SSL_CAFILE": str(files.ca_cert)}
+        if mtls:
+            port = state.get("ssl_port") or self.config.ssl_port
+            env.update(
+                MOTIONGUARD_BROKER=f"kafka://{SECURE_HOST}:{port}",
+                MOTIONGUARD_SECURITY_PROTOCOL="SSL",
+                MOTIONGUARD_SSL_CERTFILE=str(files.cert(user)),
+                MOTIONGUARD_SSL_KEYFILE=str(files.key(user)),
+            )
+        else:
+            env.update(
+                MOTIONGUARD_BROKER=f"kafka://{SECURE_HOST}:{state.get('port', self.config.port)}",
+                MOTIONGUARD_SECURITY_PROTOCOL="SASL_SSL",
+                MOTIONGUARD_SASL_MECHANISM=mechanism,
+                MOTIONGUARD_SASL_USERNAME=user,
+                MOTIONGUARD_SASL_PASSWORD_FILE=str(files.password_file(user)),
+            )
+        return env
+
+    def admin(self) -> KafkaAdminClient:
+        """A kafka-python admin client of the ``admin`` super user (the caller closes it)."""
+        return KafkaAdminClient(client_id="motionguard-kafka-local-admin", **self._admin_options())
+
+    def create_scram_users(self, users: tuple[str, ...]) -> None:
+        """Create (or reset) each user's SCRAM credentials from its password file, via the admin API."""
+        admin = self.admin()
+        errors: dict[str, str] = {}
+        try:
+            for mechanism in SCRAM_MECHANISMS:  # one credential per user and request
+                upserts = [
+                    UserScramCredentialUpsertion(user, mechanism, self.security.password(user)) for user in users
+                ]
+                result = admin.alter_user_scram_credentials(upserts)
+                errors.update({user: error for user, error in result.items() if error})
+        finally:
+            admin.close()
+        if errors:
+            raise KafkaStartError(f"Could not create the SCRAM users: {errors}")
+        logger.info("SCRAM users ready: %s", ", ".join(users))
+
+    def create_acls(self, rules: list[AclRule]) -> None:
+        """Create ``rules`` (ALLOW from any host) through the admin API; existing ones are left as they are."""
+        acls = [
+            ACL(
+                principal=rule.principal,
+                host="*",
+                operation=ACLOperation[operation],
+                permission_type=ACLPermissionType.ALLOW,
+                resource_pattern=ResourcePattern(
+                    AclResourceType[rule.resource_type],
+                    rule.resource_name,
+                    ACLResourcePatternType[rule.pattern_type],
+                ),
+            )
+            for rule in rules
+            for operation in rule.operations
+        ]
+        admin = self.admin()
+        try:
+            result = admin.create_acls(acls)
+        finally:
+            admin.close()
+        failed = result.get("failed") or []
+        if failed:
+            raise LocalKafkaError(f"Could not create {len(failed)} ACLs: {failed[:3]}")
+
+    def create_topics(self, names: tuple[str, ...], partitions: int) -> list[str]:
+        """Create the missing ones of ``names`` as the admin (the worker may not); returns those created."""
+        admin = self.admin()
+        created = []
+        try:
+            existing = set(admin.list_topics())
+            for name in names:
+                if name in existing:
+                    continue
+                try:
+                    admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+                    created.append(name)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+        return created
 
     # -- stop ----------------------------------------------------------------
 

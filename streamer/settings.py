@@ -18,6 +18,17 @@ from detectors.sampling import HW_DECODERS, SEEK_MODES
 from streamer.schemas import Topics
 
 PREFIX = "MOTIONGUARD_"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def setting_name(name: str) -> str:
+    """The environment variable of a setting (``ssl_cafile`` -> ``MOTIONGUARD_SSL_CAFILE``), for messages."""
+    return PREFIX + name.upper()
+
+
+class KafkaSettingsError(ValueError):
+    """A Kafka connection setting names a file that cannot be used; the message names the setting."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,19 @@ class WorkerSettings:
     """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."""
     sasl_username: str = ""
     sasl_password: str = ""
+    """Prefer ``sasl_password_file``: a value here sits in the environment of the process."""
+    sasl_password_file: str = ""
+    """File holding the SASL password (a mounted Secret); read at each connection, trailing newline dropped."""
     ssl_cafile: str = ""
+    """PEM file of the CA(s) that signed the brokers' certificates; empty = the system's CAs."""
+    ssl_certfile: str = ""
+    """PEM client certificate for mTLS (``SSL``; with ``SASL_SSL`` it is presented too)."""
+    ssl_keyfile: str = ""
+    """PEM private key of ``ssl_certfile`` (unencrypted); empty = the key is inside ``ssl_certfile``."""
+    ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host connected to; turn off only for a broker
+    whose certificate cannot name its address, knowing that it lets anyone with a certificate from
+    the same CA pose as the broker."""
     app_id: str = "motionguard"
     """Kafka consumer group and Faust application id."""
     topic_uploads: str = "video-uploads"
@@ -140,8 +163,19 @@ class WorkerSettings:
             raise ValueError("keyframe_tolerance must be from 0 to 0.5")
         if self.label_join_days < 1:
             raise ValueError("label_join_days must be >= 1")
-        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-            raise ValueError(f"security_protocol {self.security_protocol!r} is not one Kafka knows")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"{setting_name('security_protocol')}={self.security_protocol!r} is not one of "
+                f"{', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(
+                f"{setting_name('sasl_mechanism')}={self.sasl_mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}"
+            )
+        if self.sasl_password and self.sasl_password_file:
+            raise ValueError(f"set {setting_name('sasl_password')} or {setting_name('sasl_password_file')}, not both")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError(f"{setting_name('ssl_keyfile')} needs {setting_name('ssl_certfile')}")
         if self.topic_partitions < 1:
             raise ValueError("topic_partitions must be >= 1")
         if self.max_manifest_bytes < 1:
@@ -170,42 +204,81 @@ class WorkerSettings:
     def faust_broker(self) -> str:
         return ";".join(f"kafka://{server}" for server in self.bootstrap_servers)
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
+    def sasl_secret(self) -> str:
+        """The SASL password: ``sasl_password_file``'s content (read now), else ``sasl_password``."""
+        if not self.sasl_password_file:
+            return self.sasl_password
+        try:
+            text = Path(self.sasl_password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise KafkaSettingsError(
+                f"{setting_name('sasl_password_file')}={self.sasl_password_file}: cannot read the password ({reason})"
+            ) from e
+        password = text.rstrip("\r\n")
+        if not password:
+            raise KafkaSettingsError(f"{setting_name('sasl_password_file')}={self.sasl_password_file} is empty")
+        return password
+
+    def _sasl_options(self) -> dict[str, Any]:
+        # aiokafka and kafka-python both take the SCRAM credentials as sasl_plain_*.
+        if not self.uses_sasl:
+            return {}
+        return {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_secret(),
+        }
+
     def kafka_python_options(self) -> dict[str, Any]:
         """Connection options for kafka-python clients (the CLI tools, topic creation)."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "security_protocol": self.security_protocol,
-        }
-        if self.security_protocol.startswith("SASL"):
-            options.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
-            )
-        if self.ssl_cafile:
-            options["ssl_cafile"] = self.ssl_cafile
-        return options
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context every Kafka client of the worker uses (``None`` without TLS)."""
-        if self.security_protocol not in ("SSL", "SASL_SSL"):
-            return None
-        return ssl.create_default_context(cafile=self.ssl_cafile or None)
-
-    def aiokafka_options(self) -> dict[str, Any]:
-        """Connection options for aiokafka clients (the uploads consumer, anything not made by Faust)."""
-        options: dict[str, Any] = {
+        return {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
             "ssl_context": self.ssl_context(),
+            **self._sasl_options(),
         }
-        if self.security_protocol.startswith("SASL"):
-            options.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
-            )
-        return options
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context every Kafka client uses (``None`` without TLS).
+
+        Verifies the broker's certificate against ``ssl_cafile`` (or the system's CAs)
+        and, unless ``ssl_check_hostname`` is off, that it names the host; presents
+        ``ssl_certfile`` when set.  A file that cannot be used raises
+        :class:`KafkaSettingsError` naming its setting.
+        """
+        if not self.uses_tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ssl_cafile or None)
+        except (OSError, ssl.SSLError) as e:
+            raise _file_error("ssl_cafile", self.ssl_cafile, "not a readable PEM file of CA certificates", e) from e
+        context.check_hostname = self.ssl_check_hostname
+        if self.ssl_certfile:
+            try:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile or None)
+            except (OSError, ssl.SSLError) as e:
+                names = "ssl_certfile" if not self.ssl_keyfile else "ssl_certfile/ssl_keyfile"
+                what = f"{self.ssl_certfile}" + (f", {self.ssl_keyfile}" if self.ssl_keyfile else "")
+                raise _file_error(names, what, "not a readable PEM certificate and matching private key", e) from e
+        return context
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Connection options for aiokafka clients (the uploads consumer, anything not made by Faust)."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "ssl_context": self.ssl_context(),
+            **self._sasl_options(),
+        }
 
     def roots(self) -> list[Path]:
         return [Path(root).resolve() for root in self.allowed_roots]
@@ -220,6 +293,12 @@ class WorkerSettings:
         if result["sasl_password"]:
             result["sasl_password"] = "***"
         return result
+
+
+def _file_error(names: str, value: str, what: str, error: Exception) -> KafkaSettingsError:
+    settings = "/".join(setting_name(name) for name in names.split("/"))
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+    return KafkaSettingsError(f"{settings}={value}: {what} ({reason})")
 
 
 def _convert(raw: str, kind: Any, name: str) -> Any:

@@ -200,7 +200,7 @@ class MotionGuardWorker:
         if s.security_protocol.startswith("SASL"):
             credentials = faust.SASLCredentials(
                 username=s.sasl_username,
-                password=s.sasl_password,
+                password=s.sasl_secret(),
                 mechanism=s.sasl_mechanism,
                 ssl_context=ssl_context,
             )

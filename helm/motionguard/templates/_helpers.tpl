@@ -71,6 +71,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Where the CA certificate from kafka.caSecret is mounted. */}}
 {{- define "motionguard.caDir" -}}/etc/motionguard/kafka-ca{{- end }}
 
+{{/* Where the SASL password from kafka.existingSecret is mounted. */}}
+{{- define "motionguard.saslDir" -}}/etc/motionguard/kafka-sasl{{- end }}
+
+{{/* Where the mTLS client certificate and key from kafka.clientCertSecret are mounted. */}}
+{{- define "motionguard.clientCertDir" -}}/etc/motionguard/kafka-client{{- end }}
+
 {{/* Where the C2PA trust files from provenance.trust are mounted. */}}
 {{- define "motionguard.trustDir" -}}/etc/motionguard/c2pa-trust{{- end }}
 
@@ -124,6 +130,12 @@ partition count would sit idle (holding a GPU, perhaps), so they are refused.
 {{- if gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount) }}
 {{- fail "autoscaling.keda.minReplicaCount must not exceed autoscaling.keda.maxReplicaCount" }}
 {{- end }}
+{{- end }}
+{{- if and .Values.kafka.clientCertSecret (not (include "motionguard.tlsEnabled" .)) }}
+{{- fail (printf "kafka.clientCertSecret needs TLS: kafka.securityProtocol SSL or SASL_SSL, not %s" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- if and .Values.kafka.caSecret (not (include "motionguard.tlsEnabled" .)) }}
+{{- fail (printf "kafka.caSecret needs TLS: kafka.securityProtocol SSL or SASL_SSL, not %s" .Values.kafka.securityProtocol) }}
 {{- end }}
 {{- if and (include "motionguard.saslEnabled" .) (not .Values.kafka.existingSecret) }}
 {{- fail (printf "kafka.securityProtocol %s needs kafka.existingSecret: the name of a Secret with the SASL username and password" .Values.kafka.securityProtocol) }}
