@@ -20,9 +20,11 @@ def register_commands() -> None:
         return
     from streamer import events_cli
     from streamer.kafka_cli import kafka_app
+    from streamer.review.cli import review_app
 
     events_cli.register(app)
     app.add_typer(kafka_app, name="kafka", help="Run a local single-node Apache Kafka (KRaft) for development.")
+    app.add_typer(review_app, name="review")
     _registered = True
 
 
