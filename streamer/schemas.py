@@ -102,6 +102,11 @@ def _decode_object(raw: bytes | str | None, what: str) -> dict[str, Any]:
     return value
 
 
+def is_valid_video_id(video_id: str) -> bool:
+    """Whether ``video_id`` is one the event schemas accept (labels for other ids are refused)."""
+    return bool(_VIDEO_ID.match(video_id))
+
+
 def _video_id(value: dict[str, Any], what: str) -> str:
     video_id = value.get("video_id")
     if not isinstance(video_id, str) or not video_id:

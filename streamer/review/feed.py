@@ -44,7 +44,9 @@ class QueueFeed:
 
     async def start(self) -> None:
         topics = (self.settings.topic_verdicts, self.settings.topic_labels)
+        # Subscribed without a group: every partition of both topics is assigned to this consumer.
         self._consumer = AIOKafkaConsumer(
+            *topics,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -52,25 +54,22 @@ class QueueFeed:
             **self.settings.aiokafka_options(),
         )
         await self._consumer.start()
-        partitions: list[TopicPartition] = []
-        for topic in topics:
-            found = await self._partitions(topic)
-            partitions.extend(TopicPartition(topic, p) for p in found)
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        ends = await self._consumer.end_offsets(partitions) if partitions else {}
+        partitions = await self._assigned(topics)
+        ends = await self._consumer.end_offsets(list(partitions))
         self._task = asyncio.create_task(self._run({tp: end for tp, end in ends.items() if end > 0}))
 
-    async def _partitions(self, topic: str) -> set[int]:
-        """A topic's partitions; the worker creates the topics, so wait a little for them."""
+    async def _assigned(self, topics: tuple[str, ...], timeout_seconds: float = 30.0) -> set[TopicPartition]:
+        """The partitions of both topics, once assigned (the worker creates the topics: wait a little)."""
         assert self._consumer is not None
-        for _ in range(100):
-            if topic in await self._consumer.topics():
-                found = self._consumer.partitions_for_topic(topic)
-                if found:
-                    return set(found)
-            await asyncio.sleep(0.3)
-        raise RuntimeError(f"topic {topic!r} does not exist; start the worker (it creates the topics) first")
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        while True:
+            assigned = set(self._consumer.assignment())
+            if {tp.topic for tp in assigned} >= set(topics):
+                return assigned
+            if asyncio.get_running_loop().time() > deadline:
+                missing = set(topics) - {tp.topic for tp in assigned}
+                raise RuntimeError(f"topics {sorted(missing)} do not exist; start the worker (it creates them) first")
+            await asyncio.sleep(0.2)
 
     async def _run(self, ends: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None

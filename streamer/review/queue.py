@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from streamer.metrics import label_outcome
-from streamer.schemas import LABEL_VALUES, LabelValue, ModeratorLabel
+from streamer.schemas import LABEL_VALUES, LabelValue, ModeratorLabel, is_valid_video_id
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +325,9 @@ class ReviewQueue:
                 raise ReviewError("this item has already been decided")
             if state != "claimed" or item.claim is None or item.claim.moderator != moderator:
                 raise ReviewError("open the item first: your claim on it is missing or has expired")
+            if not is_valid_video_id(item.video_id):
+                # A label for it would be refused by every reader (the worker, a restarted console).
+                raise ReviewError("this video id is not a valid id (see the event schema): it cannot be labelled", 422)
             event = ModeratorLabel(
                 video_id=item.video_id,
                 label=label,  # checked against LABEL_VALUES above

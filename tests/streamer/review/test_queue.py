@@ -120,3 +120,12 @@ def test_precision_and_recall_are_kept_apart_per_origin() -> None:
     audit, review = queue.confusion()["audit"], queue.confusion()["review"]
     assert audit.precision == 0.5 and audit.recall == 0.5
     assert review.counts == {"false_negative": 1} and review.precision is None and review.recall == 0.0
+
+
+def test_an_id_the_label_schema_refuses_is_shown_but_cannot_be_labelled() -> None:
+    queue = ReviewQueue(audit_fraction=0.0, claim_seconds=60)
+    queue.add_verdict(verdict("<script>x</script>"), T0)
+    item = queue.claim_next("ann", T0)
+    assert item is not None
+    with pytest.raises(ReviewError, match="cannot be labelled"):
+        queue.decide(item.key, "ann", "real", None, T0)
