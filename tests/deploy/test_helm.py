@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamer.settings import PREFIX, WorkerSettings, settings_from_env
+from streamer.settings import PREFIX, WorkerSettings, review_settings_from_env, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, RULES, run_tool
 
 CI_DIR = CHART / "ci"
@@ -558,8 +558,6 @@ def test_chart_uses_the_worker_prefix() -> None:
 
 
 def test_review_console_is_off_by_default_and_secure_when_on(render: Render) -> None:
-    from streamer.settings import review_settings_from_env
-
     assert not [m for m in render() if component(m) == "review"]
     manifests = render(CI_DIR / "review-values.yaml")
     deployment = only(manifests, "Deployment", of="review")
