@@ -77,14 +77,14 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_time(value: str) -> datetime:
+def parse_time(value: str, what: str = "uploaded_at") -> datetime:
     """Parse an RFC 3339 time; it must carry a timezone."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as e:
-        raise EventError(f"uploaded_at {value!r} is not an RFC 3339 time") from e
+        raise EventError(f"{what} {value!r} is not an RFC 3339 time") from e
     if moment.tzinfo is None:
-        raise EventError(f"uploaded_at {value!r} has no timezone (RFC 3339 needs one, e.g. 'Z')")
+        raise EventError(f"{what} {value!r} has no timezone (RFC 3339 needs one, e.g. 'Z')")
     return moment
 
 
@@ -198,7 +198,7 @@ class ModeratorLabel:
             video_id=video_id,
             label=label,
             moderator=value.get("moderator"),
-            decided_at=parse_time(decided_at) if decided_at else None,
+            decided_at=parse_time(decided_at, "decided_at") if decided_at else None,
             answers=value.get("answers"),
             audit=audit,
             note=value.get("note"),
