@@ -132,6 +132,16 @@ def test_moderators_review_decide_by_click_and_key_and_never_share_an_item(
         # the worker joins the console's labels with its verdicts: its accuracy metrics move
         wait_for(lambda: label_outcomes(rig) >= outcomes_before + 2, "the worker's label outcomes to count both")
 
+        # the console's own metrics: its decisions, and the audit sample's labels apart from the review queue
+        metrics = rig.console.metrics()
+        assert 'motionguard_review_decisions_total{label="real"}' in metrics
+        audit_labels = sum(
+            float(line.rpartition(" ")[2])
+            for line in metrics.splitlines()
+            if line.startswith('motionguard_review_labelled_verdicts{origin="audit"')
+        )
+        assert audit_labels >= 2  # the worker's scored videos are all in the audit sample (fraction 1.0)
+        assert 'motionguard_review_precision_ratio{origin="audit"}' in metrics
         # the audit log lists both decisions with who made them
         ann.goto(rig.console.base_url + "/audit")
         audit = ann.locator("#audit").inner_text()
