@@ -16,10 +16,12 @@ def create_app() -> typer.Typer:
     from detectors.cli import create_app as create_core_app
     from streamer import events_cli
     from streamer.kafka_cli import kafka_app
+    from streamer.review.cli import review_app
 
     app = create_core_app()
     events_cli.register(app)
-    app.add_typer(kafka_app, name="kafka", help="Run a local single-node Apache Kafka (KRaft) for development.")
+    app.add_typer(kafka_app, name="kafka", help="Run a local Apache Kafka (KRaft: one broker or a cluster) for development.")
+    app.add_typer(review_app, name="review")
     return app
 
 

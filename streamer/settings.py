@@ -301,7 +301,7 @@ def _file_error(names: str, value: str, what: str, error: Exception) -> KafkaSet
     return KafkaSettingsError(f"{settings}={value}: {what} ({reason})")
 
 
-def _convert(raw: str, kind: Any, name: str) -> Any:
+def _convert(raw: str, kind: Any, name: str, prefix: str = PREFIX) -> Any:
     try:
         if kind is bool:
             lowered = raw.strip().lower()
@@ -316,7 +316,7 @@ def _convert(raw: str, kind: Any, name: str) -> Any:
             return tuple(item.strip() for item in raw.split(",") if item.strip())
         return raw
     except ValueError as e:
-        raise ValueError(f"environment variable {PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from e
+        raise ValueError(f"environment variable {prefix}{name.upper()}={raw!r} is not a valid {kind}") from e
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -327,10 +327,81 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> WorkerSettings:
     known_other = {"MOTIONGUARD_LOG_LEVEL", "MOTIONGUARD_CACHE_DIR"}
     values: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith(PREFIX) or key in known_other:
+        if not key.startswith(PREFIX) or key in known_other or key.startswith(REVIEW_PREFIX):
             continue
         name = key[len(PREFIX) :].lower()
         if name not in names:
             raise ValueError(f"unknown setting {key}; known: {', '.join(sorted(PREFIX + n.upper() for n in names))}")
         values[name] = _convert(raw, hints[name], name)
     return WorkerSettings(**values)
+
+
+# --- the moderator review console (``motionguard review``) ------------------------------------
+
+REVIEW_PREFIX = PREFIX + "REVIEW_"
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """The review console's own settings, ``MOTIONGUARD_REVIEW_<NAME>``.
+
+    The Kafka connection, the topic names and the URI guards are the worker's
+    (:class:`WorkerSettings`, the ``MOTIONGUARD_*`` variables), so the console
+    reads the same topics and the same files the worker does.
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    metrics_port: int = 9108
+    """Port of ``/metrics``, ``/healthz`` and ``/ready`` (no sign-in, no video data); 0 = off."""
+    users_file: str = ""
+    """Local users (``name:role:argon2-hash`` lines, made by ``motionguard review add-user``)."""
+    session_secret: str = ""
+    """Key that signs session cookies (at least 32 characters); required."""
+    session_hours: float = 12.0
+    cookie_secure: bool = True
+    """Send the session cookie over HTTPS only; turn off only for a local http demo."""
+    proxy_user_header: str = ""
+    """Trust this request header as the signed-in user (e.g. X-Forwarded-User) ..."""
+    trusted_proxies: tuple[str, ...] = ()
+    """... only on connections from these addresses or networks (the authenticating proxy)."""
+    proxy_groups_header: str = "X-Forwarded-Groups"
+    """Comma-separated groups of a proxy-authenticated user."""
+    proxy_moderator_group: str = "motionguard-moderators"
+    """Proxy users in this group are moderators; everyone else is a viewer."""
+    login_rate_limit: str = "5/minute"
+    """Sign-in attempts allowed per user name and per client address (``limits`` notation)."""
+    claim_seconds: float = 300.0
+    """How long opening an item holds it for one moderator."""
+    audit_fraction: float = 0.01
+    """Share of ai_generated and real verdicts sampled for audit (by a hash of the video id)."""
+    thumbnail_pixels: int = 160
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.audit_fraction <= 1.0:
+            raise ValueError("review audit_fraction must be from 0 to 1")
+        if self.claim_seconds <= 0:
+            raise ValueError("review claim_seconds must be > 0")
+        if self.session_hours <= 0:
+            raise ValueError("review session_hours must be > 0")
+        if self.proxy_user_header and not self.trusted_proxies:
+            raise ValueError("review proxy_user_header needs trusted_proxies (the proxy's addresses)")
+        if not 16 <= self.thumbnail_pixels <= 512:
+            raise ValueError("review thumbnail_pixels must be from 16 to 512")
+
+
+def review_settings_from_env(env: Mapping[str, str] | None = None) -> ReviewSettings:
+    """Build the console's settings from ``MOTIONGUARD_REVIEW_*`` variables; unknown ones are an error."""
+    env = os.environ if env is None else env
+    hints = get_type_hints(ReviewSettings)
+    names = {f.name for f in fields(ReviewSettings)}
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(REVIEW_PREFIX):
+            continue
+        name = key[len(REVIEW_PREFIX) :].lower()
+        if name not in names:
+            known = ", ".join(sorted(REVIEW_PREFIX + n.upper() for n in names))
+            raise ValueError(f"unknown setting {key}; known: {known}")
+        values[name] = _convert(raw, hints[name], name, REVIEW_PREFIX)
+    return ReviewSettings(**values)

@@ -518,6 +518,8 @@ class MotionGuardWorker:
             logger.warning("ignoring malformed moderator label: %s", e.message)
             self.metrics.errors.labels(reason="malformed_label").inc()
             return
+        if not label.counts_for_accuracy:
+            return  # "can't tell" closes a review item; it is no evidence about the verdict
         verdict = self._latest(self.predictions, label.video_id)
         if verdict is None:
             self.waiting_labels[label.video_id] = label.label

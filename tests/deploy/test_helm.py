@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from streamer.kafka_local import LocalKafka, LocalKafkaConfig
-from streamer.settings import PREFIX, WorkerSettings, settings_from_env
+from streamer.settings import PREFIX, WorkerSettings, review_settings_from_env, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, RULES, run_tool
 
 CI_DIR = CHART / "ci"
@@ -82,8 +82,13 @@ def render_fails(helm: str, *args: str) -> str:
     return result.stderr
 
 
-def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
+def component(manifest: dict[str, Any]) -> str:
+    return str(manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component", "worker"))
+
+
+def only(manifests: list[dict[str, Any]], kind: str, of: str = "worker") -> dict[str, Any]:
+    """The one manifest of ``kind`` belonging to ``of`` (the worker, or the review console)."""
+    found = [m for m in manifests if m["kind"] == kind and component(m) == of]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
 
@@ -105,6 +110,7 @@ def test_ci_values_files_cover_every_optional_feature() -> None:
         "external-secret-values.yaml",
         "mtls-values.yaml",
         "provenance-values.yaml",
+        "review-values.yaml",
     }
 
 
@@ -154,6 +160,8 @@ def test_each_optional_feature_renders_its_resources(render: Render) -> None:
     assert "ScaledObject" in kinds(render(CI_DIR / "keda-values.yaml"))
     assert "HorizontalPodAutoscaler" in kinds(render(CI_DIR / "hpa-values.yaml"))
     assert {"ScaledObject", "TriggerAuthentication"} <= kinds(render(CI_DIR / "external-secret-values.yaml"))
+    review = [m for m in render(CI_DIR / "review-values.yaml") if component(m) == "review"]
+    assert sorted(m["kind"] for m in review) == ["ConfigMap", "Deployment", "Ingress", "Service"]
 
 
 # --- the values schema and the template checks ----------------------------------------------------------
@@ -635,3 +643,62 @@ def test_every_value_is_documented() -> None:
 def test_chart_uses_the_worker_prefix() -> None:
     configmap = (CHART / "templates" / "configmap.yaml").read_text()
     assert PREFIX == "MOTIONGUARD_" and configmap.count("MOTIONGUARD_") > 10
+
+
+# --- the review console (optional) ---------------------------------------------------------------------------
+
+
+def test_review_console_is_off_by_default_and_secure_when_on(render: Render) -> None:
+    assert not [m for m in render() if component(m) == "review"]
+    manifests = render(CI_DIR / "review-values.yaml")
+    deployment = only(manifests, "Deployment", of="review")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False and spec["securityContext"]["runAsNonRoot"] is True
+    (console,) = spec["containers"]
+    security = console["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
+    assert console["args"][-1] == "review"
+    # Its pods are selected by its own Service only: the worker's selectors never match them.
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    worker_selector = only(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not worker_selector.items() <= pod_labels.items()
+    assert only(manifests, "Service", of="review")["spec"]["selector"].items() <= pod_labels.items()
+    # Settings: the worker ConfigMap (Kafka, topics, URI guards) plus its own; secrets from existing Secrets.
+    env: dict[str, str] = {}
+    for ref in console["envFrom"]:
+        env.update(next(m for m in manifests if m["kind"] == "ConfigMap" and
+                        m["metadata"]["name"] == ref["configMapRef"]["name"])["data"])  # fmt: skip
+    for variable in console["env"]:
+        if "valueFrom" in variable:
+            assert variable["valueFrom"]["secretKeyRef"]["name"] == "motionguard-review"
+            env[variable["name"]] = "x" * 40
+        else:
+            env[variable["name"]] = variable["value"]
+    review = review_settings_from_env(env)
+    settings_from_env(env)  # the worker's settings parse too (the review ones are not "unknown")
+    assert review.audit_fraction == 0.02 and review.cookie_secure is True
+    assert review.port == console["ports"][0]["containerPort"]
+    users = next(v for v in spec["volumes"] if v["name"] == "users")
+    assert users["secret"]["secretName"] == "motionguard-review-users"
+    assert review.users_file.startswith(next(m["mountPath"] for m in console["volumeMounts"] if m["name"] == "users"))
+    ingress = only(manifests, "Ingress", of="review")
+    assert ingress["spec"]["tls"][0]["secretName"] == "review-example-com-tls"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["port"] == {"name": "http"}  # the console, never the metrics port
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (("review.enabled=true",), "sessionSecret"),
+        (("review.enabled=true", "review.sessionSecret.existingSecret=s"), "nobody could sign in"),
+        (("review.enabled=true", "review.sessionSecret.existingSecret=s", "review.proxy.userHeader=X-User"),
+         "trustedProxies"),
+        (("review.auditFraction=2",), "auditFraction"),
+        (("review.enable=true",), "enable"),
+    ],
+)  # fmt: skip
+def test_review_values_that_cannot_work_fail(helm: str, sets: tuple[str, ...], complaint: str) -> None:
+    args = [arg for item in sets for arg in ("--set", item)]
+    assert complaint in render_fails(helm, *args)

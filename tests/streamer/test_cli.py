@@ -12,7 +12,7 @@ from typer.main import get_command
 from streamer.cli import create_app
 
 CORE = {"scan", "embed", "train", "evaluate", "finetune", "dataset"}
-EXPECTED = CORE | {"worker", "submit", "verdicts", "label", "kafka"}
+EXPECTED = CORE | {"worker", "submit", "verdicts", "label", "kafka", "review"}
 
 
 def command_names(app: typer.Typer) -> set[str]:

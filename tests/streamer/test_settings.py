@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.settings import KafkaSettingsError, WorkerSettings, settings_from_env
+from streamer.settings import KafkaSettingsError, WorkerSettings, review_settings_from_env, settings_from_env
 
 
 def test_environment_values_are_typed() -> None:
@@ -142,3 +142,26 @@ def test_an_unusable_tls_or_password_file_names_its_setting(
 def test_kafka_security_settings_that_cannot_work_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         settings_from_env(env)
+
+
+def test_review_console_settings_have_their_own_prefix() -> None:
+    env = {
+        "MOTIONGUARD_BROKER": "kafka://k:9092",
+        "MOTIONGUARD_REVIEW_PORT": "9000",
+        "MOTIONGUARD_REVIEW_AUDIT_FRACTION": "0.05",
+        "MOTIONGUARD_REVIEW_COOKIE_SECURE": "false",
+        "MOTIONGUARD_REVIEW_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        "MOTIONGUARD_REVIEW_PROXY_USER_HEADER": "X-Forwarded-User",
+    }
+    review = review_settings_from_env(env)
+    assert (review.port, review.audit_fraction, review.cookie_secure) == (9000, 0.05, False)
+    assert review.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+    assert settings_from_env(env).bootstrap_servers == ["k:9092"]  # the worker skips the console's variables
+    with pytest.raises(ValueError, match="unknown setting MOTIONGUARD_REVIEW_PROT"):
+        review_settings_from_env({"MOTIONGUARD_REVIEW_PROT": "1"})
+    with pytest.raises(ValueError, match="MOTIONGUARD_REVIEW_PORT='x'"):
+        review_settings_from_env({"MOTIONGUARD_REVIEW_PORT": "x"})
+    with pytest.raises(ValueError, match="audit_fraction"):
+        review_settings_from_env({"MOTIONGUARD_REVIEW_AUDIT_FRACTION": "1.5"})
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        review_settings_from_env({"MOTIONGUARD_REVIEW_PROXY_USER_HEADER": "X-User"})

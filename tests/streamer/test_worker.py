@@ -255,6 +255,9 @@ def test_moderator_labels_give_the_expected_confusion(
     ]
     events.append((flagged[0], json.dumps({"video_id": flagged[0], "label": "ai_generated"}).encode()))  # repeat
     events.append(("lab-x", b"{not json"))  # malformed label: counted as an error, ignored
+    # "can't tell" from the review console: valid, but no evidence either way, so not counted at all
+    unsure = {"video_id": passed[1], "label": "cant_tell", "moderator": "t", "answers": "real", "audit": True}
+    events.append((passed[1], json.dumps(unsure).encode()))
     send_all(worker.bootstrap, worker.topics.labels, events)
 
     def delta(name: str) -> float:

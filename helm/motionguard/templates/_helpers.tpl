@@ -162,3 +162,18 @@ partition count would sit idle (holding a GPU, perhaps), so they are refused.
 {{- fail "model.bundle.source initContainer needs model.bundle.initContainer.image.repository and .tag" }}
 {{- end }}
 {{- end }}
+
+{{/* Labels that select the review console's pods (a different name, so the worker's selectors never match them). */}}
+{{- define "motionguard.review.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-review" (include "motionguard.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every resource of the review console. */}}
+{{- define "motionguard.review.labels" -}}
+helm.sh/chart: {{ include "motionguard.chart" . }}
+{{ include "motionguard.review.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: review
+{{- end }}
