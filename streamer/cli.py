@@ -20,7 +20,9 @@ def create_app() -> typer.Typer:
 
     app = create_core_app()
     events_cli.register(app)
-    app.add_typer(kafka_app, name="kafka", help="Run a local Apache Kafka (KRaft: one broker or a cluster) for development.")
+    app.add_typer(
+        kafka_app, name="kafka", help="Run a local Apache Kafka (KRaft: one broker or a cluster) for development."
+    )
     app.add_typer(review_app, name="review")
     return app
 
