@@ -122,7 +122,8 @@ class Segment:
     """Score over a window of consecutive sampled frames.
 
     ``frame_seconds`` are the times of the frames that were scored, as decoded
-    (``start_seconds`` is the first, ``end_seconds`` the last).
+    (``start_seconds`` is the first, ``end_seconds`` the last), and
+    ``frame_probabilities`` each frame's probability of being AI-generated.
     """
 
     start_seconds: float
@@ -130,6 +131,7 @@ class Segment:
     score: float
     frames: int
     frame_seconds: tuple[float, ...] = ()
+    frame_probabilities: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -138,6 +140,7 @@ class Segment:
             "score": round(self.score, 4),
             "frames": self.frames,
             "frame_seconds": [round(t, 3) for t in self.frame_seconds],
+            "frame_probabilities": [round(p, 4) for p in self.frame_probabilities],
         }
 
 

@@ -135,6 +135,7 @@ def _segments(
                 score=_aggregate(window, policy),
                 frames=stop - start,
                 frame_seconds=tuple(float(t) for t in timestamps[start:stop]),
+                frame_probabilities=tuple(float(p) for p in window),
             )
         )
     return tuple(segments)

@@ -6,7 +6,8 @@ ignore fields they do not know); a change of meaning of an existing field means
 a new topic version (``.v2``), never a silent change on an existing topic.
 Version 2 added ``provenance``, ``decided_by`` and ``content_verdict`` to
 verdicts; ``verdict`` keeps its meaning (what the platform should do), and
-``content_verdict`` is what the content alone says.
+``content_verdict`` is what the content alone says.  Version 3 added each
+segment's ``frame_probabilities`` (beside its ``frame_seconds``).
 
 * upload event (``video-uploads``, key ``video_id``)::
 
@@ -45,7 +46,7 @@ from typing import Any, Literal
 from detectors.errors import MotionGuardError
 from detectors.pipeline import ScanResult
 
-SCHEMA_VERSION = 2  # 2: verdicts carry provenance, decided_by and content_verdict
+SCHEMA_VERSION = 3  # 2: verdicts carry provenance, decided_by and content_verdict; 3: segments' frame_probabilities
 MAX_EVENT_BYTES = 64 * 1024
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
 

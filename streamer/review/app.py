@@ -165,10 +165,19 @@ def timeline(verdict: dict[str, Any]) -> dict[str, Any]:
     return {"duration": duration, "bars": bars, "ticks": ticks}
 
 
-def segment_score(verdict: dict[str, Any], seconds: float) -> float | None:
+def frame_score(verdict: dict[str, Any], seconds: float) -> tuple[str, float] | None:
+    """What the model said of the frame at ``seconds``: ``("frame", p)`` from the verdict's
+    per-frame probabilities (schema 3) when a scored frame lies within 20 ms, else
+    ``("segment", score)`` of the segment it falls in, else ``None``."""
+    for segment in verdict.get("segments") or []:
+        times = segment.get("frame_seconds") or []
+        probabilities = segment.get("frame_probabilities") or []
+        for at, probability in zip(times, probabilities, strict=False):
+            if abs(float(at) - seconds) <= 0.02:
+                return "frame", float(probability)
     for segment in verdict.get("segments") or []:
         if float(segment.get("start_seconds") or 0) <= seconds <= float(segment.get("end_seconds") or 0):
-            return float(segment.get("score") or 0)
+            return "segment", float(segment.get("score") or 0)
     return None
 
 
@@ -417,7 +426,7 @@ async def thumbnails_fragment(request: Request, user: User) -> Response:
     except MotionGuardError as e:
         return TEMPLATES.TemplateResponse(request, "thumbs.html", {"error": e.message, "thumbs": [], "item": None})
     shown = [
-        {"index": i, "seconds": t.seconds, "score": segment_score(item.verdict, t.seconds)}
+        {"index": i, "seconds": t.seconds, "score": frame_score(item.verdict, t.seconds)}
         for i, t in enumerate(thumbs)
     ]
     return TEMPLATES.TemplateResponse(request, "thumbs.html", {"error": None, "thumbs": shown, "item": item})

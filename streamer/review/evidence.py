@@ -11,9 +11,10 @@ requests, so the player can seek).
 Thumbnails are sampled again on demand with the core's sampler
 (:class:`detectors.sampling.FfmpegSampler`) using the worker's frame count
 and seek mode, so they are the frames the model saw (to within a frame: the
-verdict keeps the segment times, not the exact frames).  The verdict does not
-carry per-frame probabilities, so each thumbnail shows the score of the
-segment it falls in.
+frames' times are in the verdict's segments).  Each thumbnail shows that
+frame's probability of being AI-generated from the verdict (``p(AI)``), or,
+for a verdict older than schema 3 or a frame the verdict does not list, the
+score of the segment it falls in.
 """
 
 from __future__ import annotations

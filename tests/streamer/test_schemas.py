@@ -75,7 +75,7 @@ def test_moderator_labels_are_validated() -> None:
 def test_review_console_labels_carry_who_when_what_they_answer_and_round_trip() -> None:
     raw = (
         b'{"video_id": "v", "label": "cant_tell", "moderator": "ana", "decided_at": "2026-01-02T03:04:05.000Z",'
-        b' "answers": "needs_review", "audit": true, "note": "blurry", "schema_version": 2}'
+        b' "answers": "needs_review", "audit": true, "note": "blurry", "schema_version": 3}'
     )
     label = ModeratorLabel.parse(raw)
     assert (label.label, label.answers, label.audit, label.note) == ("cant_tell", "needs_review", True, "blurry")

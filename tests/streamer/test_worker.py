@@ -361,7 +361,7 @@ def test_verdicts_on_the_topic_are_what_scan_json_prints_plus_worker_fields(
     scanned = [json.loads(line) for line in scan.stdout.splitlines()]
     for video_id, expected in zip(files, scanned, strict=True):
         verdict = records[video_id][-1]
-        assert verdict["schema_version"] == 2
+        assert verdict["schema_version"] == 3
         assert_same_verdict(verdict, expected)
     signed = records["prov-signed"][-1]
     assert signed["provenance"]["ai_declared"] and signed["provenance"]["state"] == "untrusted"

@@ -96,6 +96,8 @@ def test_moderators_review_decide_by_click_and_key_and_never_share_an_item(
         ann.locator("#thumbs img").first.wait_for()
         ann.wait_for_function("() => [...document.querySelectorAll('#thumbs img')].every(i => i.naturalWidth > 0)")
         assert ann.locator("#thumbs img").count() == 4
+        # each thumbnail is the frame the worker scored, with that frame's probability from the verdict
+        assert ann.locator("#thumbs figcaption", has_text="p(AI)").count() == 4
         assert ann.locator("#untrained").is_visible()  # the tiny test model has random weights
 
         # bob asks for the next item while ann holds hers: he never gets it
