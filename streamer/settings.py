@@ -33,7 +33,7 @@ class WorkerSettings:
     sasl_password: str = ""
     ssl_cafile: str = ""
     app_id: str = "motionguard"
-    """Kafka consumer group and Faust application id."""
+    """Faust application id: the label join's consumer group; the uploads are consumed as ``<app_id>-uploads``."""
     topic_uploads: str = "video-uploads"
     topic_verdicts: str = "video-verdicts"
     topic_dead_letters: str = "video-uploads-dlq"
@@ -70,11 +70,10 @@ class WorkerSettings:
 
     # --- batching and concurrency -----------------------------------------------
     batch_max_events: int = 8
-    """At most this many upload events share one model batch ..."""
+    """At most this many upload events are in flight (taken from Kafka, not yet committed: what a
+    killed worker's successor processes again) and share one model batch ..."""
     batch_window_ms: int = 50
     """... gathered for at most this long."""
-    refetch_after_seconds: float = 15.0
-    """How long a fetched upload event may stay in nobody's hands (Faust dropped it) before it is fetched again."""
     decode_workers: int = 2
     """Threads running ffmpeg (each ffmpeg is its own process)."""
     decoder_threads: int = 2
@@ -124,8 +123,6 @@ class WorkerSettings:
             raise ValueError("batch_max_events must be >= 1")
         if self.batch_window_ms < 0:
             raise ValueError("batch_window_ms must be >= 0")
-        if self.refetch_after_seconds <= 0:
-            raise ValueError("refetch_after_seconds must be > 0")
         if self.decode_workers < 1:
             raise ValueError("decode_workers must be >= 1")
         if self.decoder_threads < 1:
@@ -151,6 +148,11 @@ class WorkerSettings:
             dead_letters=self.topic_dead_letters,
             labels=self.topic_labels,
         )
+
+    @property
+    def uploads_group(self) -> str:
+        """The uploads consumer's group (the Helm chart's KEDA trigger names it too)."""
+        return f"{self.app_id}-uploads"
 
     @property
     def bootstrap_servers(self) -> list[str]:
