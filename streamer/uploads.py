@@ -37,7 +37,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
-from mode import Service
+from faust import Service
 
 from streamer.metrics import WorkerMetrics
 from streamer.offsets import UploadOffsets
@@ -68,14 +68,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         await self.uploads.on_assigned(set(assigned))
 
 
-class UploadsConsumer(Service):
+class UploadsConsumer:
     """Consumes the uploads topic, calls ``handle`` for each event, commits the finished prefix.
 
     ``handle(key, value)`` must bring the event to its outcome on Kafka and
-    return only then; it may raise only when cancelled.
+    return only then; it may raise only when cancelled.  :meth:`start`, then
+    :meth:`run` until :meth:`stop` (:class:`UploadsService` does that with
+    the Faust app).
     """
 
-    def __init__(self, settings: WorkerSettings, handle: Handler, metrics: WorkerMetrics, **kwargs: Any) -> None:
+    def __init__(self, settings: WorkerSettings, handle: Handler, metrics: WorkerMetrics) -> None:
         self.settings = settings
         self.handle = handle
         self.metrics = metrics
@@ -89,11 +91,12 @@ class UploadsConsumer(Service):
         self.progress = asyncio.Event()  # an event finished or a commit succeeded
         self.commit_lock = asyncio.Lock()
         self.lag_partitions: set[str] = set()
-        super().__init__(**kwargs)
+        self.stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def on_start(self) -> None:
+    async def start(self) -> None:
+        """Join the uploads group (events are taken by :meth:`run`)."""
         s = self.settings
         self.consumer = AIOKafkaConsumer(
             **s.aiokafka_options(),
@@ -108,8 +111,14 @@ class UploadsConsumer(Service):
         self.consumer.subscribe([s.topic_uploads], listener=_Rebalance(self))
         await self.consumer.start()
 
-    async def on_stop(self) -> None:
+    async def run(self) -> None:
+        """Take events, commit and report the lag until :meth:`stop`; a programming error raises."""
+        await asyncio.gather(self._take_events(), self._commit_finished(), self._report_lag())
+
+    async def stop(self) -> None:
         """Stop taking events, let those in flight finish (up to DRAIN_SECONDS), commit, leave the group."""
+        self.stopping = True
+        self.progress.set()  # wakes the loops of run()
         consumer = self.consumer
         if consumer is None:
             return
@@ -129,10 +138,9 @@ class UploadsConsumer(Service):
         """Events taken and not yet committed, plus any still running for a partition that moved."""
         return max(self.offsets.in_flight(), len(self.running))
 
-    @Service.task
     async def _take_events(self) -> None:
         consumer = self.consumer
-        while not self.should_stop:
+        while not self.stopping:
             try:
                 room = self.max_in_flight - self.in_flight()
                 if room <= 0:
@@ -150,7 +158,7 @@ class UploadsConsumer(Service):
                 logger.warning("uploads consumer: %s; polling again", e)
                 await asyncio.sleep(POLL_SECONDS)
                 continue
-            if self.should_stop:
+            if self.stopping:
                 return
             self._take(batch)
 
@@ -184,13 +192,12 @@ class UploadsConsumer(Service):
 
     # -- committing ------------------------------------------------------------------------
 
-    @Service.task
     async def _commit_finished(self) -> None:
         """Commit as soon as a partition's finished prefix moves."""
         delay = POLL_SECONDS
-        while not self.should_stop:
+        while not self.stopping:
             await self._wait_for(lambda: bool(self.offsets.commits()), POLL_SECONDS)
-            if self.should_stop or not self.offsets.commits():
+            if self.stopping or not self.offsets.commits():
                 continue
             if await self._commit():
                 delay = POLL_SECONDS
@@ -298,7 +305,12 @@ class UploadsConsumer(Service):
 
     # -- lag --------------------------------------------------------------------------------
 
-    @Service.timer(LAG_INTERVAL_SECONDS)
+    async def _report_lag(self) -> None:
+        while not self.stopping:
+            await self._wait_for(lambda: self.stopping, LAG_INTERVAL_SECONDS)
+            if not self.stopping:
+                await self._update_lag()
+
     async def _update_lag(self) -> None:
         """``motionguard_consumer_lag_messages``: per assigned partition, log end minus what a restart would read."""
         consumer = self.consumer
@@ -337,3 +349,25 @@ class UploadsConsumer(Service):
                 await asyncio.wait_for(self.progress.wait(), remaining)
             except TimeoutError:
                 return
+
+
+class UploadsService(Service):
+    """Runs an :class:`UploadsConsumer` as a service of the Faust app (mode's public hooks only).
+
+    Added to the running app as a runtime dependency, it starts after the
+    app's producer and stops before it, so events in flight at a stop still
+    deliver their verdicts.
+    """
+
+    def __init__(self, uploads: UploadsConsumer, **kwargs: Any) -> None:
+        self.uploads = uploads
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.uploads.start()
+
+    async def on_started(self) -> None:
+        self.add_future(self.uploads.run())  # an exception in it crashes the app, as an agent's would
+
+    async def on_stop(self) -> None:
+        await self.uploads.stop()

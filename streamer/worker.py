@@ -57,7 +57,7 @@ from streamer.schemas import (
 )
 from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy, fetch_with_retries
-from streamer.uploads import UploadsConsumer
+from streamer.uploads import UploadsConsumer, UploadsService
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class MotionGuardWorker:
         async def consume_uploads() -> None:
             # A runtime dependency starts once the app (its producer, the tables) is up and
             # stops before it: events in flight at SIGTERM still reach the producer.
-            await app.add_runtime_dependency(self.uploads)
+            await app.add_runtime_dependency(UploadsService(self.uploads))
 
         app.task(consume_uploads)
         self._add_pages(app)

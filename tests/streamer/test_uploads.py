@@ -102,11 +102,13 @@ class Handler:
 async def run_consumer(settings: WorkerSettings, handler: Handler, scenario: Callable[[UploadsConsumer], Any]) -> None:
     uploads = UploadsConsumer(settings, handler, WorkerMetrics(CollectorRegistry(), 10))
     await uploads.start()
+    running = asyncio.get_running_loop().create_task(uploads.run())
     try:
         await scenario(uploads)
     finally:
         handler.release.set()
         await uploads.stop()
+        await asyncio.wait_for(running, 10)  # run() returns once stopped
 
 
 def test_only_the_finished_prefix_is_committed_and_in_flight_stays_bounded(kafka_broker: Any) -> None:
@@ -170,3 +172,39 @@ def test_a_partition_never_committed_starts_where_the_faust_apps_group_left_it(k
 
     asyncio.run(run_consumer(settings, handler, scenario))
     assert handler.started == [5, 6, 7]
+
+
+def test_a_rebalance_commits_what_finished_before_the_partition_moves(kafka_broker: Any) -> None:
+    """A second consumer joins while the first holds an event: the first waits for it and commits first."""
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = new_uploads(bootstrap, 12)
+    first, second = Handler(hold={4}), Handler()
+
+    async def scenario() -> None:
+        metrics = WorkerMetrics(CollectorRegistry(), 10)
+        consumers = [UploadsConsumer(settings, handler, metrics) for handler in (first, second)]
+        await consumers[0].start()
+        runs = [asyncio.get_running_loop().create_task(consumers[0].run())]
+        try:
+            await until(lambda: 4 in first.started and first.finished[-2:] == [5, 6])
+
+            async def join() -> None:  # start() returns once the rebalance is over
+                await consumers[1].start()
+                await consumers[1].run()
+
+            # The group rebalances: the first stops taking events and waits for 4.
+            runs.append(asyncio.get_running_loop().create_task(join()))
+            await until(lambda: not consumers[0].assigned)
+            await asyncio.sleep(0.5)
+            first.release.set()  # 4 finishes within the revoke wait
+            await until(lambda: committed_is(settings, 12))
+        finally:
+            first.release.set()
+            for consumer in consumers:
+                await consumer.stop()
+            await asyncio.wait_for(asyncio.gather(*runs), 10)
+
+    asyncio.run(scenario())
+    handled = sorted(first.finished + second.finished)
+    assert handled == list(range(12)), "each event once: the revoke committed 7 before the partition moved"
+    assert first.finished[:7] == [0, 1, 2, 3, 5, 6, 4], "4 finished during the revoke wait"
