@@ -51,7 +51,7 @@ Handler = Callable[[bytes | None, bytes | None], Awaitable[None]]
 REVOKE_WAIT_SECONDS = 10.0
 #: How long SIGTERM waits for the events in flight (the chart's grace period is 60 s).
 DRAIN_SECONDS = 30.0
-#: How long one commit may take in a rebalance or at shutdown (a retriable error is retried till then).
+#: How long one commit may take (aiokafka retries a retriable error till then).
 COMMIT_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.5
 LAG_INTERVAL_SECONDS = 5.0
@@ -128,7 +128,7 @@ class UploadsConsumer:
             for task in self.running:
                 task.cancel()
             await asyncio.gather(*self.running, return_exceptions=True)
-        await self._commit(timeout_seconds=COMMIT_TIMEOUT_SECONDS)
+        await self._commit()
         self._set_assigned(False)
         await consumer.stop()
 
@@ -146,7 +146,6 @@ class UploadsConsumer:
                 if room <= 0:
                     # Full: keep polling (a consumer that stops polling leaves the group), take nothing.
                     consumer.pause(*consumer.assignment())
-                    self.progress.clear()
                     await self._wait_for(lambda: self.in_flight() < self.max_in_flight, POLL_SECONDS)
                     batch = await consumer.getmany(timeout_ms=0)
                 else:
@@ -205,8 +204,12 @@ class UploadsConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _commit(self, timeout_seconds: float | None = None) -> bool:
-        """Commit every finished prefix not committed yet; ``False`` if the commit failed."""
+    async def _commit(self) -> bool:
+        """Commit every finished prefix not committed yet; ``False`` if the commit failed.
+
+        aiokafka retries a commit while the broker is away; the timeout keeps
+        the lock free for the commit of a rebalance or a stop.
+        """
         async with self.commit_lock:
             consumer = self.consumer
             assigned = consumer.assignment()
@@ -214,7 +217,7 @@ class UploadsConsumer:
             if not offsets:
                 return True
             try:
-                await asyncio.wait_for(consumer.commit(offsets), timeout_seconds)
+                await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_SECONDS)
             except CommitFailedError as e:  # a rebalance: the revoke handler commits what is finished
                 logger.info("uploads commit deferred to the rebalance: %s", e)
                 return False
@@ -239,7 +242,7 @@ class UploadsConsumer:
             unfinished = self.offsets.unfinished(revoked)
             if unfinished:
                 logger.info("rebalance: %d events still running; the next owner processes them again", unfinished)
-            await self._commit(timeout_seconds=COMMIT_TIMEOUT_SECONDS)
+            await self._commit()
         finally:
             for tp in revoked:
                 self.offsets.revoke(tp)
