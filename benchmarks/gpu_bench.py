@@ -29,6 +29,8 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,15 +43,52 @@ from benchmarks.common import load_average, log, machine, now_utc, save
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, h264_720p_set
 from detectors.errors import MotionGuardError
 
-#: End-to-end sampling variants: exact frames (the default); H.264/H.265 non-reference frames skipped;
-#: nearest keyframes by seeking (cheapest to decode, fewer distinct frames when keyframes are sparse).
+#: End-to-end sampling variants: the default (nearest keyframe within the tolerance, decoded on the CPU);
+#: exact frames; H.264/H.265 non-reference frames skipped; keyframes at or before each time; the default
+#: decoded on the GPU's NVDEC (``hw_decode="cuda"``; the row says ``hw_decode: none`` where it fell back).
 SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
-    "exact": {},
-    "noref": {"skip_non_reference": True},
+    "default": {},
+    "exact": {"seek": "accurate"},
+    "noref": {"seek": "accurate", "skip_non_reference": True},
     "keyframe": {"seek": "keyframe", "sequential_max_frames": 0},
+    "nvdec": {"hw_decode": "cuda"},
 }
 
 CONFIGS = ("fp32 eager", "autocast", "autocast + channels_last", "autocast + channels_last + compile")
+
+
+class GpuUtilisation:
+    """``nvidia-smi`` sampled every 200 ms while a block runs: mean SM and NVDEC (decoder) utilisation, in %."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.sm_percent: float | None = None
+        self.decoder_percent: float | None = None
+
+    def __enter__(self) -> GpuUtilisation:
+        if shutil.which("nvidia-smi"):
+            query = "--query-gpu=utilization.gpu,utilization.decoder"
+            self.process = subprocess.Popen(
+                ["nvidia-smi", query, "--format=csv,noheader,nounits", "-lms", "200", "-i", "0"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=10)
+        samples = []
+        for line in out.splitlines():
+            with contextlib.suppress(ValueError):
+                sm, decoder = (float(part) for part in line.split(","))
+                samples.append((sm, decoder))
+        if samples:
+            self.sm_percent = sum(s for s, _ in samples) / len(samples)
+            self.decoder_percent = sum(d for _, d in samples) / len(samples)
 
 
 def _error_text(e: BaseException) -> str:
@@ -171,7 +210,7 @@ def end_to_end(
     batch_videos: int,
     model_batch_frames: int,
     deadline: float = float("inf"),
-    sampling: str = "exact",
+    sampling: str = "default",
 ) -> list[dict[str, Any]]:
     from detectors.loading import DetectorOptions, build_detector
     from detectors.sampling import SamplingConfig
@@ -193,10 +232,11 @@ def end_to_end(
         )
         list(detector.scan_many(videos[:2], decode_workers=workers, batch_videos=batch_videos))  # warm-up
         _sync(device)
-        started = time.perf_counter()
-        results = list(detector.scan_many(videos, decode_workers=workers, batch_videos=batch_videos))
-        _sync(device)
-        seconds = time.perf_counter() - started
+        with GpuUtilisation() as utilisation:
+            started = time.perf_counter()
+            results = list(detector.scan_many(videos, decode_workers=workers, batch_videos=batch_videos))
+            _sync(device)
+            seconds = time.perf_counter() - started
         frames = sum(r.score.frames_scored for r in results if r.score is not None)
         rows.append(
             {
@@ -210,6 +250,9 @@ def end_to_end(
                 "seconds": seconds,
                 "videos_per_second": len(results) / seconds,
                 "frames_per_second": frames / seconds,
+                "hw_decode": getattr(detector.sampler, "hw_decode", "none"),
+                "gpu_utilisation_percent": utilisation.sm_percent,
+                "nvdec_utilisation_percent": utilisation.decoder_percent,
             }
         )
         log(f"end to end {architecture} ({sampling}) with {workers} decode workers: {frames / seconds:.1f} frames/s, "
@@ -249,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--e2e-sampling",
-        default="exact",
+        default="default",
         help=f"Comma-separated sampling variants for the end-to-end part, of {sorted(SAMPLING_VARIANTS)}.",
     )
     parser.add_argument("--skip-tower", action="store_true", help="Only the end-to-end part.")

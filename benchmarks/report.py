@@ -571,19 +571,23 @@ def _gpu_tables(data: dict[str, Any]) -> list[str]:
                 f"| {row['model']} | {row['config']} | {row['batch']} | {_f(row['frames_per_second'], 1)} | "
                 f"{_f(row['warmup_seconds'], 1)} |"
             )
-    out += ["", "| model | sampling | decode workers | videos per model call | videos | frames/s | videos/s | errors |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    out += ["", "| model | sampling | decoder | decode workers | videos per model call | videos | frames/s | videos/s "
+            "| GPU busy % | NVDEC busy % | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for row in data["end_to_end"]:
         sampling = row.get("sampling", "exact")
         if "error" in row:
             out.append(
-                f"| {row['model']} | {sampling} | {row.get('decode_workers', '-')} | - | - | {row['error']} | - | - |"
+                f"| {row['model']} | {sampling} | - | {row.get('decode_workers', '-')} | - | - | {row['error']} "
+                "| - | - | - | - |"
             )
             continue
+        busy, nvdec = row.get("gpu_utilisation_percent"), row.get("nvdec_utilisation_percent")
         out.append(
-            f"| {row['model']} | {sampling} | {row['decode_workers']} | up to {row['batch_videos']} | "
+            f"| {row['model']} | {sampling} | {'NVDEC' if row.get('hw_decode') == 'cuda' else 'CPU'} | "
+            f"{row['decode_workers']} | up to {row['batch_videos']} | "
             f"{row['videos']} | {_f(row['frames_per_second'], 1)} | {_f(row['videos_per_second'], 2)} | "
-            f"{row['errors']} |"
+            f"{'-' if busy is None else _f(busy, 0)} | {'-' if nvdec is None else _f(nvdec, 0)} | {row['errors']} |"
         )
     return [*out, ""]
 

@@ -1,4 +1,5 @@
-"""``motionguard`` commands of the scoring core (``scan``; training commands join later).
+"""``motionguard`` commands of the scoring core: ``scan``, and :func:`create_app`, which adds the
+training commands of :mod:`detectors.training.cli`.
 
 The streaming commands (``worker``, ``kafka``, ``submit``...) are added by
 ``streamer.cli``, which owns the console entry point.  Heavy imports (torch,
@@ -17,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
 from detectors import __version__
 from detectors.cli_options import (
@@ -26,50 +26,22 @@ from detectors.cli_options import (
     EXIT_USAGE,
     DeviceOption,
     FrameSeekOption,
+    HwDecodeOption,
     KeyframeToleranceOption,
     ModelOption,
     PretrainedOption,
     WeightsOption,
+    configure_logging,
+    print_error,
+    stderr,
+    warn_untrained,
 )
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(
-    name="motionguard",
-    help="MotionGuard: tell filmed human motion from text-to-video generations.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-stderr = Console(stderr=True)
-
-
 _VERDICT_STYLE = {"ai_generated": "bold red", "needs_review": "yellow", "real": "green", "error": "magenta"}
 
 
-def configure_logging(level: str) -> None:
-    """Configure logging once, at the entry point."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def print_error(message: object, console: Console = stderr) -> None:
-    """Print ``error: MESSAGE`` as one line (never wrapped to the terminal, no markup in MESSAGE)."""
-    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
-
-
-def warn_untrained() -> None:
-    stderr.print(
-        "[bold white on red] WARNING [/] [bold red]untrained model: verdicts are meaningless[/] "
-        "(random weights; use --pretrained TAG, --weights FILE or --bundle DIR on a machine with the model)"
-    )
-
-
-@app.callback()
 def _root(
     log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning, error.")] = "warning",
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
@@ -124,7 +96,6 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
-@app.command()
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Video files to score.", show_default=False)],
     bundle: BundleOption = None,
@@ -158,6 +129,7 @@ def scan(
     ] = False,
     frame_seek: FrameSeekOption = "nearest_keyframe",
     keyframe_tolerance: KeyframeToleranceOption = 0.5,
+    hw_decode: HwDecodeOption = "none",
     trust_anchor: Annotated[
         list[Path] | None,
         typer.Option(help="PEM file of C2PA trust anchors (repeatable); none by default."),
@@ -201,6 +173,7 @@ def scan(
                     skip_non_reference=skip_non_reference,
                     seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
                     keyframe_tolerance=keyframe_tolerance,
+                    hw_decode=hw_decode,  # type: ignore[arg-type]  # checked by SamplingConfig
                 ),
             )
         )
@@ -242,15 +215,18 @@ def scan(
     raise typer.Exit(EXIT_INPUT_ERRORS if failures else EXIT_OK)
 
 
-def main() -> None:
-    app()
+def create_app() -> typer.Typer:
+    """The scoring core's command line: ``scan`` and the training commands (``streamer.cli`` adds the rest)."""
+    from detectors.training.cli import register as register_training
 
-
-def _register_training_commands() -> None:
-    """``embed``, ``train``, ``evaluate``, ``finetune`` and ``dataset`` (heavy imports stay inside them)."""
-    from detectors.training.cli import register
-
-    register(app)
-
-
-_register_training_commands()
+    app = typer.Typer(
+        name="motionguard",
+        help="MotionGuard: tell filmed human motion from text-to-video generations.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.callback()(_root)
+    app.command()(scan)
+    register_training(app)
+    return app

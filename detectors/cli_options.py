@@ -1,4 +1,4 @@
-"""Options and exit codes shared by every ``motionguard`` command that loads a model.
+"""Options, exit codes and error output shared by every ``motionguard`` command.
 
 ``scan`` (:mod:`detectors.cli`) and ``embed``/``train``/``evaluate``/``finetune``
 (:mod:`detectors.training.cli`) take the same model and sampling options; they are
@@ -10,15 +10,43 @@ finished), 3 a usage, model or dataset problem, 130 interrupted.
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.text import Text
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 2
 EXIT_USAGE = 3
 EXIT_INTERRUPTED = 130
+
+stderr = Console(stderr=True)
+
+
+def configure_logging(level: str) -> None:
+    """Configure logging once, at the entry point."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def print_error(message: object, console: Console = stderr) -> None:
+    """Print ``error: MESSAGE`` as one line (never wrapped to the terminal, no markup in MESSAGE)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
+
+
+def warn_untrained() -> None:
+    stderr.print(
+        "[bold white on red] WARNING [/] [bold red]untrained model: verdicts are meaningless[/] "
+        "(random weights; use --pretrained TAG, --weights FILE or --bundle DIR on a machine with the model)"
+    )
+
 
 ModelOption = Annotated[
     str,
@@ -46,5 +74,11 @@ KeyframeToleranceOption = Annotated[
     float,
     typer.Option(
         min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
+    ),
+]
+HwDecodeOption = Annotated[
+    str,
+    typer.Option(
+        help="Where video is decoded: none (CPU) or cuda (NVDEC, where the host can; else the CPU, with a warning).",
     ),
 ]

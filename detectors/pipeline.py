@@ -115,10 +115,15 @@ class ScanResult:
             "video_duration_seconds": None if self.duration_seconds is None else round(self.duration_seconds, 3),
             "provenance": self.provenance.to_dict(),
             "model": self.model.to_dict(),
-            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "timings_ms": self._timings(),
             "warnings": warnings,
             "error": None if self.error is None else self.error.to_dict(),
         }
+
+    def _timings(self) -> dict[str, float]:
+        """The stages' milliseconds and their ``total`` (always their sum, wherever the result was made)."""
+        stages = {k: v for k, v in self.timings_ms.items() if k != "total"}
+        return {**{k: round(v, 2) for k, v in stages.items()}, "total": round(sum(stages.values()), 2)}
 
 
 class Detector:
@@ -269,7 +274,6 @@ class Detector:
         if isinstance(sampled, MotionGuardError):
             logger.info("cannot score %s: %s", source, sampled.message)
             result.error = sampled
-            result.timings_ms["total"] = item.provenance_ms + sample_ms
             return result
         result.duration_seconds = sampled.probe.duration_seconds
         if embedded is None:
@@ -284,5 +288,4 @@ class Detector:
         classify_ms = (time.perf_counter() - started) * 1000
         result.timings_ms["embed"] = embed_ms
         result.timings_ms["classify"] = classify_ms
-        result.timings_ms["total"] = item.provenance_ms + sample_ms + embed_ms + classify_ms
         return result

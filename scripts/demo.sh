@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: a local Apache Kafka, the MotionGuard worker,
-# sample uploads (and bad ones), verdicts printed as they arrive, then a clean stop.
+# sample uploads (and bad ones), verdicts printed as they arrive, then the moderator review
+# console with the demo's videos in its queue. In a terminal the demo keeps running until
+# Ctrl-C; without one (CI, a pipe) it stops everything as soon as the console has answered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 MG=.venv/bin/motionguard
 OUT="$PWD/demo-out"
-rm -rf "$OUT/kafka" "$OUT/worker"
+rm -rf "$OUT/kafka" "$OUT/worker" "$OUT/review"
 mkdir -p "$OUT"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -21,8 +23,12 @@ export MOTIONGUARD_DOWNLOAD_DIR="$OUT/worker/downloads"
 export MOTIONGUARD_APP_ID="motionguard-demo"
 
 WORKER_PID=""
+CONSOLE_PID=""
 cleanup() {
     echo "== stopping"
+    if [[ -n "$CONSOLE_PID" ]] && kill -0 "$CONSOLE_PID" 2>/dev/null; then
+        kill -TERM "$CONSOLE_PID" && wait "$CONSOLE_PID" || true
+    fi
     if [[ -n "$WORKER_PID" ]] && kill -0 "$WORKER_PID" 2>/dev/null; then
         kill -TERM "$WORKER_PID" && wait "$WORKER_PID" || true
     fi
@@ -77,3 +83,51 @@ for line in body.splitlines():
         print("   " + line)
 ' "$WEB_PORT"
 echo "== every verdict above comes from an UNTRAINED model: verdicts are meaningless until real weights are used"
+
+echo "== starting the moderator review console (every scored demo video is in its queue: audit fraction 1.0)"
+CONSOLE_PORT=$(free_port)
+export MOTIONGUARD_REVIEW_HOST=127.0.0.1
+export MOTIONGUARD_REVIEW_PORT="$CONSOLE_PORT"
+export MOTIONGUARD_REVIEW_METRICS_PORT="$(free_port)"
+export MOTIONGUARD_REVIEW_USERS_FILE="$OUT/review/users"
+export MOTIONGUARD_REVIEW_SESSION_SECRET="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(48))')"
+export MOTIONGUARD_REVIEW_COOKIE_SECURE=false  # plain http on 127.0.0.1, for this demo only
+export MOTIONGUARD_REVIEW_AUDIT_FRACTION=1.0   # production: a small fraction such as 0.01
+DEMO_PASSWORD="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')"
+mkdir -p "$OUT/review"
+printf '%s\n' "$DEMO_PASSWORD" | "$MG" review add-user demo --role moderator --password-stdin >/dev/null
+"$MG" --log-level info review >"$OUT/review.log" 2>&1 &
+CONSOLE_PID=$!
+"$PY" - "$MOTIONGUARD_REVIEW_METRICS_PORT" "$CONSOLE_PID" <<'PYEOF'
+import sys, time, urllib.request, os
+port, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("the review console exited; see demo-out/review.log")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.3)
+sys.exit("the review console did not become ready; see demo-out/review.log")
+PYEOF
+echo "== review console: http://127.0.0.1:${CONSOLE_PORT}/"
+echo "   demo user: demo   password: ${DEMO_PASSWORD}   (a moderator; made for this demo only, in $OUT/review/users)"
+"$PY" -c '
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+for line in body.splitlines():
+    if line.startswith("motionguard_review_items{") and not line.endswith(" 0.0"):
+        print("   " + line)
+' "$MOTIONGUARD_REVIEW_METRICS_PORT"
+if [[ -t 0 ]]; then
+    echo "== Kafka, the worker and the console keep running; press Ctrl-C to stop them"
+    wait "$CONSOLE_PID" || true
+else
+    echo "== not a terminal: stopping now (run make demo in a terminal to keep the console open)"
+fi

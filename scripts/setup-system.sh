@@ -7,6 +7,8 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+# Debian's Chromium: the review console's browser tests drive it with Playwright (no browser download).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [[ "${MOTIONGUARD_WITH_PROMETHEUS:-0}" == "1" ]]; then
     command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 fi

@@ -13,13 +13,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from detectors.cli_options import EXIT_USAGE, print_error, warn_untrained
 from streamer.schemas import ModeratorLabel, UploadEvent, format_time, utc_now
-from streamer.settings import WorkerSettings, settings_from_env
+from streamer.settings import KafkaSettingsError, WorkerSettings, settings_from_env
 
 logger = logging.getLogger(__name__)
 stderr = Console(stderr=True)
@@ -39,15 +41,49 @@ def _settings(broker: str | None) -> WorkerSettings:
     return settings.with_overrides(broker=broker)
 
 
-def _producer(settings: WorkerSettings) -> Any:
+def _kafka_failed(settings: WorkerSettings, error: Exception, topic: str, action: str) -> NoReturn:
+    """Print why Kafka failed us (asking the broker when the client could not say) and exit 3."""
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from streamer.kafka_access import KafkaAccessError, check_kafka_access, describe_principal
+
+    if isinstance(error, KafkaSettingsError):
+        message = str(error)
+    elif isinstance(error, TopicAuthorizationFailedError):
+        message = f"Kafka refused: {describe_principal(settings)} is not authorised to {action} topic {topic!r}"
+    else:
+        try:
+            check_kafka_access(settings, (topic,))
+            message = f"Kafka at {', '.join(settings.bootstrap_servers)} failed to {action} {topic!r}: {error}"
+        except KafkaAccessError as access:
+            message = str(access)
+    stderr.print("[bold red]error:[/]", escape(message), soft_wrap=True)
+    raise typer.Exit(3) from error
+
+
+def _producer(settings: WorkerSettings, topic: str) -> Any:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     try:
         return KafkaProducer(acks="all", retries=5, linger_ms=5, **settings.kafka_python_options())
+    except (KafkaError, KafkaSettingsError) as e:
+        _kafka_failed(settings, e, topic, "write")
+
+
+def _deliver(settings: WorkerSettings, producer: Any, topic: str, records: list[tuple[str, bytes]]) -> None:
+    """Send and wait for every record's acknowledgement; a refusal is an error, never a silent loss."""
+    from kafka.errors import KafkaError
+
+    try:
+        futures = [producer.send(topic, key=key.encode(), value=value) for key, value in records]
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)
     except KafkaError as e:
-        stderr.print(f"[bold red]error:[/] no Kafka broker answers at {', '.join(settings.bootstrap_servers)}")
-        raise typer.Exit(3) from e
+        producer.close(timeout=5)
+        _kafka_failed(settings, e, topic, "write")
+    producer.close()
 
 
 def _as_uri(item: str) -> str:
@@ -67,18 +103,19 @@ def submit(
 ) -> None:
     """Publish upload events (one per file or URI) to the uploads topic."""
     settings = _settings(broker)
-    producer = _producer(settings)
     topic = settings.topic_uploads
+    producer = _producer(settings, topic)
+    records = []
     for item in items:
         key = f"{video_id_prefix}-{uuid.uuid4().hex[:12]}"
         if raw:
             value = item.encode()
         else:
             value = UploadEvent(video_id=key, uri=_as_uri(item), uploaded_at=utc_now(), policy=policy).to_json()
-        producer.send(topic, key=key.encode(), value=value)
+        records.append((key, value))
+    _deliver(settings, producer, topic, records)
+    for key, value in records:
         typer.echo(json.dumps({"video_id": key, "topic": topic, "value": value.decode(errors="replace")}))
-    producer.flush(timeout=30)
-    producer.close()
 
 
 def label(
@@ -93,10 +130,8 @@ def label(
         raise typer.Exit(3)
     settings = _settings(broker)
     event = ModeratorLabel(video_id=video_id, label=decision, moderator=moderator)  # type: ignore[arg-type]
-    producer = _producer(settings)
-    producer.send(settings.topic_labels, key=video_id.encode(), value=event.to_json())
-    producer.flush(timeout=30)
-    producer.close()
+    producer = _producer(settings, settings.topic_labels)
+    _deliver(settings, producer, settings.topic_labels, [(video_id, event.to_json())])
     typer.echo(json.dumps({"video_id": video_id, "label": decision, "at": format_time(utc_now())}))
 
 
@@ -113,17 +148,29 @@ def verdicts(
 ) -> None:
     """Print verdicts (one JSON object per line) from the verdicts topic."""
     from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    from streamer.kafka_access import KafkaAccessError, check_kafka_access
 
     settings = _settings(broker)
     topic = settings.topic_dead_letters if dead_letters else settings.topic_verdicts
-    consumer = KafkaConsumer(
-        topic,
-        group_id=None,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(idle_seconds * 1000) if not follow else 1000,
-        **settings.kafka_python_options(),
-    )
+    try:
+        # kafka-python's consumer only logs a refused topic and then reads nothing: ask first.
+        check_kafka_access(settings, (topic,))
+    except KafkaAccessError as e:
+        stderr.print("[bold red]error:[/]", escape(str(e)), soft_wrap=True)
+        raise typer.Exit(3) from e
+    try:
+        consumer = KafkaConsumer(
+            topic,
+            group_id=None,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=int(idle_seconds * 1000) if not follow else 1000,
+            **settings.kafka_python_options(),
+        )
+    except (KafkaError, KafkaSettingsError) as e:
+        _kafka_failed(settings, e, topic, "read")
     seen = 0
     try:
         while True:
@@ -139,6 +186,8 @@ def verdicts(
             time.sleep(0.1)
     except KeyboardInterrupt:
         pass
+    except KafkaError as e:
+        _kafka_failed(settings, e, topic, "read")
     finally:
         consumer.close()
 
@@ -218,20 +267,30 @@ def worker(
                     skip_non_reference=settings.skip_non_reference,
                     seek=settings.frame_seek,  # type: ignore[arg-type]  # checked by WorkerSettings
                     keyframe_tolerance=settings.keyframe_tolerance,
+                    hw_decode=settings.hw_decode,  # type: ignore[arg-type]  # checked by WorkerSettings
                 ),
             )
         )
     except (MotionGuardError, ValueError) as e:
-        from detectors.cli import print_error
-
         print_error(e, stderr)
-        raise typer.Exit(3) from e
+        raise typer.Exit(EXIT_USAGE) from e
     if detector.model.untrained:
-        from detectors.cli import warn_untrained
-
         warn_untrained()
     logger.info("worker settings: %s", settings.public_dict())
+    _wait_for_kafka(settings)
     run_worker(MotionGuardWorker(settings, detector), log_level=logging.getLevelName(logging.getLogger().level))
+
+
+def _wait_for_kafka(settings: WorkerSettings) -> None:
+    """Stay alive and not ready (``/ready`` 503, the reason in its body) until Kafka accepts the worker."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from streamer.kafka_access import wait_for_kafka_access
+    from streamer.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry, settings.accuracy_window)  # all zero, ready 0: the dashboards show a worker waiting
+    wait_for_kafka_access(settings, lambda: (generate_latest(registry), CONTENT_TYPE_LATEST))
 
 
 def register(app: typer.Typer) -> None:

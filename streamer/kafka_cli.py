@@ -1,8 +1,11 @@
-"""``motionguard kafka start|stop|status``: a real local Kafka broker for development.
+"""``motionguard kafka start|stop|status|acls``: a real local Kafka broker for development.
 
 Mount with ``app.add_typer(kafka_app, name="kafka")``.  ``$KAFKA_HOME``, when
 set, names an unpacked Apache Kafka distribution to run instead of the jars
 downloaded with Maven into ``~/.cache/motionguard/kafka/<version>``.
+
+``start --secure`` runs it with TLS, SCRAM users, mTLS and least-privilege ACLs
+(docs/kafka-security.md); ``acls`` prints that ACL set for any app id and topics.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ from typing import Annotated, Any
 
 import typer
 
+from streamer.kafka_acls import Principals, acl_table, kafka_acls_commands, least_privilege_acls
 from streamer.kafka_local import (
     DEFAULT_KAFKA_VERSION,
     LocalKafka,
+    LocalKafkaCluster,
     LocalKafkaConfig,
     LocalKafkaError,
     default_data_dir,
 )
+from streamer.kafka_secure import TlsMaterialError
+from streamer.schemas import Topics
 
 kafka_app = typer.Typer(
     help=(
-        "Run a real single-node Apache Kafka broker (KRaft mode) on 127.0.0.1 for "
-        "development, tests and the demo. Needs Java; the jars come from Maven Central "
+        "Run a real Apache Kafka (KRaft mode) on 127.0.0.1 for development, tests and the demo: "
+        "one broker, or a cluster with --brokers 3. Needs Java; the jars come from Maven Central "
         "on first use, or from $KAFKA_HOME."
     ),
     no_args_is_help=True,
@@ -55,6 +62,13 @@ def _print_status(status: dict[str, Any]) -> None:
         typer.echo(f"{key}: {json.dumps(value)}")
 
 
+def _existing(data_dir: Path) -> LocalKafka | LocalKafkaCluster:
+    """The broker or cluster that ``data_dir`` holds."""
+    if LocalKafkaCluster.exists(data_dir):
+        return LocalKafkaCluster(LocalKafkaConfig(data_dir=data_dir))
+    return LocalKafka(LocalKafkaConfig(data_dir=data_dir))
+
+
 @kafka_app.command()
 def start(
     port: Annotated[int, typer.Option("--port", "-p", help="PLAINTEXT listener port.")] = 9092,
@@ -67,8 +81,33 @@ def start(
     ),
     partitions: Annotated[int, typer.Option("--partitions", help="Default partitions of new topics.")] = 4,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the broker to be ready.")] = 60.0,
+    brokers: Annotated[
+        int,
+        typer.Option(
+            "--brokers",
+            min=1,
+            max=9,
+            help="Nodes (each broker and controller); from 3 on, topics get 3 replicas and min.insync.replicas 2.",
+        ),
+    ] = 1,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help=(
+                "TLS only: SASL_SSL (SCRAM-SHA-512/256) on --port, mTLS on --ssl-port, users admin, worker, "
+                "submitter and moderation, ACLs for --app-id and the default topics (created here)."
+            ),
+        ),
+    ] = False,
+    ssl_port: Annotated[
+        int | None, typer.Option("--ssl-port", help="mTLS listener of --secure [default: port+2 or free].")
+    ] = None,
+    app_id: Annotated[str, typer.Option("--app-id", help="With --secure: the worker's app id for its ACLs.")] = (
+        "motionguard"
+    ),
 ) -> None:
-    """Start the broker in the background (a no-op when it already runs)."""
+    """Start the broker (or the --brokers cluster) in the background (a no-op when it already runs)."""
     config = LocalKafkaConfig(
         port=port,
         controller_port=controller_port,
@@ -76,15 +115,73 @@ def start(
         kafka_version=version,
         kafka_home=_kafka_home_from_env(),
         num_partitions=partitions,
+        secure=secure,
+        ssl_port=ssl_port,
     )
-    kafka = LocalKafka(config)
+    kafka: LocalKafka | LocalKafkaCluster
     try:
-        kafka.start(wait_seconds=wait)
-    except LocalKafkaError as exc:
+        if brokers > 1 or LocalKafkaCluster.exists(data_dir):
+            if secure:
+                raise typer.BadParameter("--secure runs one broker; --brokers 3 is not combinable with it yet")
+            kafka = LocalKafkaCluster(config, brokers=brokers)
+            kafka.start(wait_seconds=max(wait, 120.0))
+        else:
+            kafka = LocalKafka(config)
+            kafka.start(wait_seconds=wait)
+            if secure:
+                topics = Topics()
+                kafka.create_topics(topics.all(), partitions)
+                kafka.create_acls(least_privilege_acls(app_id, topics))
+    except (LocalKafkaError, TlsMaterialError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(f"Kafka is ready on {kafka.bootstrap_servers}")
     _print_status(kafka.status())
+    if isinstance(kafka, LocalKafka) and secure:
+        _print_client_settings(kafka)
+
+
+def _print_client_settings(kafka: LocalKafka) -> None:
+    """The settings of each principal: file names only, never a password."""
+    typer.echo("\n# Client settings (passwords are in the *.password files, mode 0600):")
+    for user in ("worker", "submitter", "moderation"):
+        for mtls in (False, True):
+            typer.echo(f"# {user} over {'mTLS' if mtls else 'SASL_SSL/SCRAM-SHA-512'}:")
+            typer.echo(" ".join(f"{key}={value}" for key, value in kafka.client_env(user, mtls=mtls).items()))
+
+
+@kafka_app.command()
+def acls(
+    app_id: Annotated[str, typer.Option("--app-id", help="The worker's app id (MOTIONGUARD_APP_ID).")] = "motionguard",
+    uploads: Annotated[str, typer.Option("--uploads", help="Uploads topic.")] = Topics.uploads,
+    verdicts: Annotated[str, typer.Option("--verdicts", help="Verdicts topic.")] = Topics.verdicts,
+    dead_letters: Annotated[str, typer.Option("--dead-letters", help="Dead-letter topic.")] = Topics.dead_letters,
+    labels: Annotated[str, typer.Option("--labels", help="Moderator labels topic.")] = Topics.labels,
+    worker: Annotated[str, typer.Option("--worker-principal")] = Principals.worker,
+    submitter: Annotated[str, typer.Option("--submitter-principal")] = Principals.submitter,
+    moderation: Annotated[str, typer.Option("--moderation-principal")] = Principals.moderation,
+    commands: Annotated[
+        bool, typer.Option("--commands", help="Print kafka-acls.sh commands instead of a table.")
+    ] = False,
+    bootstrap: Annotated[str, typer.Option("--bootstrap-server", help="For --commands.")] = "BROKER:9093",
+    command_config: Annotated[
+        str, typer.Option("--command-config", help="For --commands: the admin's client properties file.")
+    ] = "admin.properties",
+) -> None:
+    """Print the least-privilege ACLs of the worker, the submitter and the moderation side."""
+    try:
+        rules = least_privilege_acls(
+            app_id,
+            Topics(uploads=uploads, verdicts=verdicts, dead_letters=dead_letters, labels=labels),
+            Principals(worker=worker, submitter=submitter, moderation=moderation),
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    if commands:
+        typer.echo("\n".join(kafka_acls_commands(rules, bootstrap, command_config)))
+    else:
+        typer.echo(acl_table(rules))
 
 
 @kafka_app.command()
@@ -92,8 +189,8 @@ def stop(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds before SIGTERM becomes SIGKILL.")] = 30.0,
 ) -> None:
-    """Stop the broker that runs on DATA_DIR (SIGTERM, then SIGKILL)."""
-    kafka = LocalKafka(LocalKafkaConfig(data_dir=data_dir))
+    """Stop the broker (or every node of the cluster) that runs on DATA_DIR (SIGTERM, then SIGKILL)."""
+    kafka = _existing(data_dir)
     try:
         stopped = kafka.stop(timeout_seconds=timeout)
     except LocalKafkaError as exc:
@@ -104,8 +201,8 @@ def stop(
 
 @kafka_app.command()
 def status(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
-    """Show the broker's state; exit code 1 when it is not running."""
-    info = LocalKafka(LocalKafkaConfig(data_dir=data_dir)).status()
+    """Show the broker's (or each node's) state; exit code 1 when it (or any node) is not running."""
+    info = _existing(data_dir).status()
     _print_status(info)
     if not info["running"]:
         raise typer.Exit(code=1)

@@ -29,6 +29,15 @@ Example::
     with LocalKafka(LocalKafkaConfig(port=find_free_port(), data_dir=tmp)) as kafka:
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
 
+With ``secure=True`` the broker speaks no plaintext: a ``SASL_SSL`` listener
+(SCRAM-SHA-512/256) on ``port``, an ``SSL`` listener requiring client
+certificates (mTLS) on ``ssl_port``, a TLS controller listener, and the
+StandardAuthorizer with ``allow.everyone.if.no.acl.found=false``.  Its
+certificate names ``localhost`` only, so clients connect to ``localhost``.  The
+CA, keys and passwords live in ``<data_dir>/security``
+(:mod:`streamer.kafka_secure`); :meth:`LocalKafka.client_env` gives the
+``MOTIONGUARD_*`` settings of a principal.
+
 Only POSIX systems are supported (process groups, ``fcntl`` locks).
 """
 
@@ -50,7 +59,8 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -60,6 +70,19 @@ with warnings.catch_warnings():
     # importing; under ``-W error`` (our pytest config) that would break the import.
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient
+    from kafka.admin import (
+        ACL,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePattern,
+        UserScramCredentialUpsertion,
+    )
+    from kafka.admin import ResourceType as AclResourceType
+    from kafka.errors import TopicAlreadyExistsError
+
+from streamer.kafka_acls import AclRule
+from streamer.kafka_secure import CLIENT_USERS, SCRAM_MECHANISMS, SecurityFiles, secure_listener_properties
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +91,7 @@ __all__ = [
     "KafkaProvisionError",
     "KafkaStartError",
     "LocalKafka",
+    "LocalKafkaCluster",
     "LocalKafkaConfig",
     "LocalKafkaError",
     "default_cache_dir",
@@ -77,6 +101,8 @@ __all__ = [
 
 DEFAULT_KAFKA_VERSION = "3.9.1"
 HOST = "127.0.0.1"
+#: The name clients of the secure broker connect to: the only name in its certificate.
+SECURE_HOST = "localhost"
 NODE_ID = 1
 
 #: Logging backends put next to the Kafka jars (the Maven artifact has none:
@@ -164,6 +190,12 @@ class LocalKafkaConfig:
     the CLI fills it from ``$KAFKA_HOME`` (this module never reads the
     environment).  ``extra_properties`` are appended to ``server.properties``
     last, so they override the defaults written here.
+
+    One node of a cluster (see :class:`LocalKafkaCluster`): ``node_id``, the
+    ``quorum`` of every controller as ``(node_id, controller_port)`` pairs (empty:
+    this node alone), the ``cluster_id`` its storage is formatted with (``None``:
+    a new one), and the ``replication_factor`` of new and internal topics
+    (``min.insync.replicas`` becomes 2 from three replicas on).
     """
 
     port: int = 9092
@@ -179,6 +211,13 @@ class LocalKafkaConfig:
     java: str = "java"
     mvn: str = "mvn"
     mvn_timeout_seconds: float = 900.0
+    node_id: int = NODE_ID
+    quorum: tuple[tuple[int, int], ...] = ()
+    cluster_id: str | None = None
+    replication_factor: int = 1
+    secure: bool = False
+    ssl_port: int | None = None
+    """The mTLS listener of a secure broker; ``None`` = ``port + 2`` when free, else any free port."""
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs compare equal and the JVM never sees
@@ -195,16 +234,32 @@ class LocalKafkaConfig:
             raise ValueError(f"controller_port must be 1..65535, got {self.controller_port}")
         if self.controller_port == self.port:
             raise ValueError("controller_port must differ from port")
+        if self.ssl_port is not None and self.ssl_port in (self.port, self.controller_port):
+            raise ValueError("ssl_port must differ from port and controller_port")
         if self.num_partitions < 1:
             raise ValueError(f"num_partitions must be >= 1, got {self.num_partitions}")
+        if self.quorum:
+            voters = dict(self.quorum)
+            if voters.get(self.node_id) is None or voters[self.node_id] != self.controller_port:
+                raise ValueError("a node of a quorum must be in it, with its own controller_port")
+        if not 1 <= self.replication_factor <= max(1, len(self.quorum)):
+            raise ValueError(f"replication_factor must be 1..{max(1, len(self.quorum))}, got {self.replication_factor}")
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else default_cache_dir(self.kafka_version)
 
     @property
+    def advertised_host(self) -> str:
+        return SECURE_HOST if self.secure else HOST
+
+    @property
     def bootstrap_servers(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.advertised_host}:{self.port}"
 
 
 # --------------------------------------------------------------------------- jars
@@ -466,6 +521,11 @@ class LocalKafka:
         return self.data_dir / "server.properties"
 
     @property
+    def security(self) -> SecurityFiles:
+        """The CA, keystore, client certificates and passwords of a secure broker."""
+        return SecurityFiles(self.data_dir / "security")
+
+    @property
     def bootstrap_servers(self) -> str:
         """``127.0.0.1:PORT`` of the running broker (of the config when none runs)."""
         state = self._read_state()
@@ -517,12 +577,17 @@ class LocalKafka:
             "version": str(state["version"]) if state else self.config.kafka_version,
             "libs": str(state["libs"]) if state else None,
             "log_file": str(self.log_file),
+            "secure": bool(state.get("secure")) if state else self.config.secure,
+            "ssl_port": state.get("ssl_port") if state else None,
         }
 
     # -- start ---------------------------------------------------------------
 
-    def start(self, wait_seconds: float = 60) -> LocalKafka:
+    def start(self, wait_seconds: float = 60, *, wait: bool = True) -> LocalKafka:
         """Start the broker (formatting storage on first use) and wait until ready.
+
+        ``wait=False`` returns once the JVM is launched (a node of a cluster is
+        ready only when a majority of its quorum runs: start them all, then wait).
 
         A no-op when our broker is already running on this ``data_dir`` and
         port.  Raises :class:`KafkaProvisionError` when the jars or Java cannot
@@ -551,10 +616,13 @@ class LocalKafka:
                 f"Port {HOST}:{config.port} is already in use by another process; choose another port (e.g. `--port`)."
             )
         controller_port = self._pick_controller_port()
+        ssl_port = self._pick_ssl_port(controller_port) if config.secure else None
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._write_configs(controller_port)
+        if config.secure:
+            self.security.ensure(hostnames=(SECURE_HOST,), node_ids=(config.node_id,))
+        self._write_configs(config.node_id, controller_port, ssl_port)
         classpath = f"{libs}{os.sep}*"
         self._format_storage(java, classpath)
 
@@ -586,14 +654,20 @@ class LocalKafka:
             "bootstrap": config.bootstrap_servers,
             "port": config.port,
             "controller_port": controller_port,
+            "secure": config.secure,
+            "ssl_port": ssl_port,
             "version": version,
             "libs": str(libs),
             "started_at": time.time(),
         }
         (self.data_dir / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
+        if not wait:
+            return self
         try:
             self.wait_until_ready(wait_seconds)
+            if config.secure:
+                self.create_scram_users(CLIENT_USERS)
         except BaseException:
             self.stop(timeout_seconds=10)
             raise
@@ -609,6 +683,20 @@ class LocalKafka:
         if candidate < 65536 and _port_is_free(candidate):
             return candidate
         return find_free_port()
+
+    def _pick_ssl_port(self, controller_port: int) -> int:
+        wanted = self.config.ssl_port
+        if wanted is not None:
+            if not _port_is_free(wanted):
+                raise KafkaStartError(f"mTLS port {HOST}:{wanted} is already in use.")
+            return wanted
+        candidate = self.config.port + 2
+        if candidate < 65536 and candidate != controller_port and _port_is_free(candidate):
+            return candidate
+        while True:
+            port = find_free_port()
+            if port not in (controller_port, self.config.port):
+                return port
 
     def _jvm_options(self) -> list[str]:
         return [
@@ -628,12 +716,14 @@ class LocalKafka:
             *self.config.jvm_options,
         ]
 
-    def _write_configs(self, controller_port: int) -> None:
+    def _write_configs(self, node_id: int, controller_port: int, ssl_port: int | None) -> None:
         config = self.config
         properties: dict[str, str] = {
             "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller_port}",
+            "node.id": str(node_id),
+            "controller.quorum.voters": ",".join(
+                f"{node}@{HOST}:{port}" for node, port in (config.quorum or ((node_id, controller_port),))
+            ),
             "listeners": f"PLAINTEXT://{HOST}:{config.port},CONTROLLER://{HOST}:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{config.port}",
             "controller.listener.names": "CONTROLLER",
@@ -641,12 +731,12 @@ class LocalKafka:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dir),
             "num.partitions": str(config.num_partitions),
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": str(config.replication_factor),
+            "min.insync.replicas": str(config.min_insync_replicas),
+            "offsets.topic.replication.factor": str(config.replication_factor),
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(config.replication_factor),
+            "transaction.state.log.min.isr": str(config.min_insync_replicas),
             "transaction.state.log.num.partitions": "4",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
@@ -656,6 +746,13 @@ class LocalKafka:
             "num.io.threads": "4",
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
+        if config.secure:
+            assert ssl_port is not None
+            properties.update(
+                secure_listener_properties(
+                    self.security, node_id, HOST, SECURE_HOST, config.port, ssl_port, controller_port
+                )
+            )
         properties.update(config.extra_properties)
         body = "".join(f"{key}={value}\n" for key, value in properties.items())
         self.server_properties.write_text(
@@ -683,7 +780,7 @@ class LocalKafka:
             "format",
             "--ignore-formatted",
             "-t",
-            _new_cluster_id(),
+            self.config.cluster_id or _new_cluster_id(),
             "-c",
             str(self.server_properties),
         ]
@@ -710,7 +807,9 @@ class LocalKafka:
         exits or the deadline passes.
         """
         deadline = time.monotonic() + timeout_seconds
-        port = int((self._read_state() or {}).get("port", self.config.port))
+        state = self._read_state() or {}
+        # A secure broker is probed as the ``admin`` super user over its mTLS listener.
+        port = int(state["ssl_port"] if state.get("ssl_port") else state.get("port", self.config.port))
         last_error = "the port never accepted a connection"
         while True:
             if self._live_pid() is None:
@@ -728,16 +827,15 @@ class LocalKafka:
             # Cheap gate first: each failed client construction costs a thread.
             if _port_accepts(port):
                 try:
-                    self._probe(port, timeout_ms=int(max(1.0, min(remaining, 10.0)) * 1000))
+                    self._probe(self._admin_options(port), timeout_ms=int(max(1.0, min(remaining, 10.0)) * 1000))
                     return
                 except Exception as exc:  # any client failure means "not yet"
                     last_error = f"last probe: {exc!r}"
             time.sleep(0.2)
 
-    @staticmethod
-    def _probe(port: int, timeout_ms: int) -> None:
+    def _probe(self, options: Mapping[str, Any], timeout_ms: int) -> None:
         admin = KafkaAdminClient(
-            bootstrap_servers=f"{HOST}:{port}",
+            **options,
             client_id="motionguard-kafka-local-probe",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
@@ -748,8 +846,115 @@ class LocalKafka:
         finally:
             admin.close()
         brokers = cluster.get("brokers") or []
-        if not any(int(b.get("broker_id", b.get("node_id", -1))) == NODE_ID for b in brokers):
-            raise KafkaStartError(f"broker {NODE_ID} not yet registered (brokers: {brokers})")
+        node = self.config.node_id
+        if not any(int(b.get("broker_id", b.get("node_id", -1))) == node for b in brokers):
+            raise KafkaStartError(f"broker {node} not yet registered (brokers: {brokers})")
+
+    # -- secure broker: clients, users, ACLs, topics ---------------------------
+
+    def _admin_options(self, port: int | None = None) -> dict[str, Any]:
+        """kafka-python options of the ``admin`` super user (mTLS); plaintext for an insecure broker."""
+        state = self._read_state() or {}
+        if not (state.get("secure") if state else self.config.secure):
+            return {"bootstrap_servers": f"{HOST}:{port or state.get('port', self.config.port)}"}
+        from streamer.settings import settings_from_env
+
+        settings = settings_from_env(self.client_env("admin", mtls=True))
+        if port is not None:
+            settings = settings.with_overrides(broker=f"kafka://{SECURE_HOST}:{port}")
+        return settings.kafka_python_options()
+
+    def client_env(self, user: str, mtls: bool = False, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
+        """The ``MOTIONGUARD_*`` settings with which ``user`` connects to this secure broker.
+
+        SASL_SSL with ``user``'s SCRAM password file, or (``mtls``) SSL with its
+        client certificate.  The password itself is never part of the result.
+        """
+        state = self._read_state() or {}
+        files = self.security
+        env = {"MOTIONGUARD_SSL_CAFILE": str(files.ca_cert)}
+        if mtls:
+            port = state.get("ssl_port") or self.config.ssl_port
+            env.update(
+                MOTIONGUARD_BROKER=f"kafka://{SECURE_HOST}:{port}",
+                MOTIONGUARD_SECURITY_PROTOCOL="SSL",
+                MOTIONGUARD_SSL_CERTFILE=str(files.cert(user)),
+                MOTIONGUARD_SSL_KEYFILE=str(files.key(user)),
+            )
+        else:
+            env.update(
+                MOTIONGUARD_BROKER=f"kafka://{SECURE_HOST}:{state.get('port', self.config.port)}",
+                MOTIONGUARD_SECURITY_PROTOCOL="SASL_SSL",
+                MOTIONGUARD_SASL_MECHANISM=mechanism,
+                MOTIONGUARD_SASL_USERNAME=user,
+                MOTIONGUARD_SASL_PASSWORD_FILE=str(files.password_file(user)),
+            )
+        return env
+
+    def admin(self) -> KafkaAdminClient:
+        """A kafka-python admin client of the ``admin`` super user (the caller closes it)."""
+        return KafkaAdminClient(client_id="motionguard-kafka-local-admin", **self._admin_options())
+
+    def create_scram_users(self, users: tuple[str, ...]) -> None:
+        """Create (or reset) each user's SCRAM credentials from its password file, via the admin API."""
+        admin = self.admin()
+        errors: dict[str, str] = {}
+        try:
+            for mechanism in SCRAM_MECHANISMS:  # one credential per user and request
+                upserts = [
+                    UserScramCredentialUpsertion(user, mechanism, self.security.password(user)) for user in users
+                ]
+                result = admin.alter_user_scram_credentials(upserts)
+                errors.update({user: error for user, error in result.items() if error})
+        finally:
+            admin.close()
+        if errors:
+            raise KafkaStartError(f"Could not create the SCRAM users: {errors}")
+        logger.info("SCRAM users ready: %s", ", ".join(users))
+
+    def create_acls(self, rules: list[AclRule]) -> None:
+        """Create ``rules`` (ALLOW from any host) through the admin API; existing ones are left as they are."""
+        acls = [
+            ACL(
+                principal=rule.principal,
+                host="*",
+                operation=ACLOperation[operation],
+                permission_type=ACLPermissionType.ALLOW,
+                resource_pattern=ResourcePattern(
+                    AclResourceType[rule.resource_type],
+                    rule.resource_name,
+                    ACLResourcePatternType[rule.pattern_type],
+                ),
+            )
+            for rule in rules
+            for operation in rule.operations
+        ]
+        admin = self.admin()
+        try:
+            result = admin.create_acls(acls)
+        finally:
+            admin.close()
+        failed = result.get("failed") or []
+        if failed:
+            raise LocalKafkaError(f"Could not create {len(failed)} ACLs: {failed[:3]}")
+
+    def create_topics(self, names: tuple[str, ...], partitions: int) -> list[str]:
+        """Create the missing ones of ``names`` as the admin (the worker may not); returns those created."""
+        admin = self.admin()
+        created = []
+        try:
+            existing = set(admin.list_topics())
+            for name in names:
+                if name in existing:
+                    continue
+                try:
+                    admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+                    created.append(name)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+        return created
 
     # -- stop ----------------------------------------------------------------
 
@@ -772,6 +977,18 @@ class LocalKafka:
             self._signal(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 10):
                 raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
+        self._cleanup_pid_file()
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL the broker, as a crash would (tests of broker failures); ``True`` when one ran."""
+        pid = self._live_pid()
+        if pid is None:
+            return False
+        logger.info("Killing Kafka node %d (pid %d)", self.config.node_id, pid)
+        self._signal(pid, signal.SIGKILL)
+        if not self._wait_gone(pid, 10):
+            raise LocalKafkaError(f"Kafka (pid {pid}) survived SIGKILL")
         self._cleanup_pid_file()
         return True
 
@@ -823,3 +1040,146 @@ class LocalKafka:
 
     def __repr__(self) -> str:
         return f"LocalKafka(bootstrap={self.config.bootstrap_servers!r}, data_dir={str(self.data_dir)!r})"
+
+
+# --------------------------------------------------------------------------- cluster
+
+_CLUSTER_FILE = "cluster.json"
+
+
+class LocalKafkaCluster:
+    """``brokers`` KRaft nodes (each broker and controller) from the same jars, on 127.0.0.1.
+
+    Node ``N`` lives in ``<config.data_dir>/node-N`` (its own data, log and pid
+    file); ``<config.data_dir>/cluster.json`` keeps the cluster id and every
+    node's ports, so ``start``, ``status`` and ``stop`` find the same cluster
+    from any process, and a killed node restarts on its own ports.  The first
+    node listens on ``config.port``, the others on free ports.  New and
+    internal topics get three replicas (or as many as there are nodes) and
+    ``min.insync.replicas`` 2: with one node down everything still works, with
+    two down writes with ``acks=all`` stop.
+    """
+
+    def __init__(self, config: LocalKafkaConfig | None = None, brokers: int | None = None) -> None:
+        """``brokers``: how many nodes a new cluster gets (default 3); ``None`` takes an existing one as it is."""
+        self.config = config if config is not None else LocalKafkaConfig()
+        layout = self._read_layout()
+        if layout is None:
+            brokers = 3 if brokers is None else brokers
+            if brokers < 1:
+                raise ValueError(f"brokers must be >= 1, got {brokers}")
+            layout = self._new_layout(brokers)
+        elif brokers is not None and len(layout["nodes"]) != brokers:
+            raise LocalKafkaError(
+                f"{self.data_dir} holds a cluster of {len(layout['nodes'])} brokers, not {brokers}; "
+                "stop it and use another --data-dir"
+            )
+        self.cluster_id: str = layout["cluster_id"]
+        self._layout = layout
+        quorum = tuple((int(n["node_id"]), int(n["controller_port"])) for n in layout["nodes"])
+        self.nodes = [
+            LocalKafka(
+                replace(
+                    self.config,
+                    data_dir=self.data_dir / f"node-{n['node_id']}",
+                    port=int(n["port"]),
+                    controller_port=int(n["controller_port"]),
+                    node_id=int(n["node_id"]),
+                    quorum=quorum,
+                    cluster_id=self.cluster_id,
+                    replication_factor=min(3, len(quorum)),
+                )
+            )
+            for n in layout["nodes"]
+        ]
+
+    @staticmethod
+    def exists(data_dir: Path) -> bool:
+        """Whether ``data_dir`` holds a cluster (rather than a single broker)."""
+        return (Path(data_dir) / _CLUSTER_FILE).is_file()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:P1,127.0.0.1:P2,...``: every node's client listener."""
+        return ",".join(f"{HOST}:{node.config.port}" for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        for node in self.nodes:
+            if node.config.node_id == node_id:
+                return node
+        raise KeyError(f"no node {node_id} in this cluster")
+
+    def _read_layout(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.data_dir / _CLUSTER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("nodes") else None
+
+    def _new_layout(self, brokers: int) -> dict[str, Any]:
+        ports = [self.config.port]
+        while len(ports) < 2 * brokers:
+            port = find_free_port()
+            if port not in ports:
+                ports.append(port)
+        nodes = [{"node_id": i + 1, "port": ports[i], "controller_port": ports[brokers + i]} for i in range(brokers)]
+        return {"cluster_id": _new_cluster_id(), "nodes": nodes}
+
+    def start(self, wait_seconds: float = 120) -> LocalKafkaCluster:
+        """Start every node that is not running, then wait until each is ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / _CLUSTER_FILE).write_text(json.dumps(self._layout, indent=2) + "\n", encoding="utf-8")
+        deadline = time.monotonic() + wait_seconds
+        try:
+            for node in self.nodes:
+                if not node.is_running():
+                    node.start(wait=False)
+            for node in self.nodes:
+                node.wait_until_ready(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop(timeout_seconds=10)
+            raise
+        return self
+
+    def stop(self, timeout_seconds: float = 30) -> bool:
+        """Stop every node at once; ``True`` when any was running.
+
+        At once, because the last node of a KRaft quorum cannot shut down cleanly on
+        its own once the others are gone: it would wait for them until SIGKILL."""
+        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="kafka-stop") as pool:
+            stopped = list(pool.map(lambda node: node.stop(timeout_seconds), self.nodes))
+        return any(stopped)
+
+    def status(self) -> dict[str, Any]:
+        nodes = [node.status() for node in self.nodes]
+        return {
+            "running": all(n["running"] for n in nodes),
+            "brokers": len(nodes),
+            "brokers_running": sum(n["running"] for n in nodes),
+            "bootstrap": self.bootstrap_servers,
+            "cluster_id": self.cluster_id,
+            "data_dir": str(self.data_dir),
+            "nodes": [
+                {key: n[key] for key in ("running", "pid", "port", "controller_port", "data_dir", "log_file")}
+                | {"node_id": node.config.node_id, "port": node.config.port}
+                for node, n in zip(self.nodes, nodes, strict=True)
+            ],
+        }
+
+    def __enter__(self) -> LocalKafkaCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalKafkaCluster(bootstrap={self.bootstrap_servers!r}, data_dir={str(self.data_dir)!r})"

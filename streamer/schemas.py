@@ -13,9 +13,10 @@ verdicts; ``verdict`` keeps its meaning (what the platform should do), and
     {"video_id": str, "uri": str, "uploaded_at": RFC 3339 (optional),
      "policy": str (optional), "metadata": object (optional)}
 
-* verdict (``video-verdicts``, key ``video_id``): the ``scan --json`` object plus
-  ``video_id``, ``model_version``, ``uploaded_at``, ``decided_at``,
-  ``processing_seconds`` and ``upload_to_verdict_seconds``.
+* verdict (``video-verdicts``, key ``video_id``): the ``scan --json`` object
+  (:meth:`detectors.pipeline.ScanResult.to_dict`, the one builder of both) plus
+  :data:`WORKER_ONLY_FIELDS`, made by :func:`verdict_record`.  ``source`` is the
+  upload's URI, and ``timings_ms`` also has ``fetch``.
 * dead-letter record (``video-uploads-dlq``, key ``video_id`` when known)::
 
     {"original": str (the event as received), "reason": code, "message": str,
@@ -23,7 +24,14 @@ verdicts; ``verdict`` keeps its meaning (what the platform should do), and
 
 * moderator label (``moderator-labels``, key ``video_id``)::
 
-    {"video_id": str, "label": "ai_generated" | "real", "moderator": str (optional)}
+    {"video_id": str, "label": "ai_generated" | "real" | "cant_tell", "moderator": str (optional),
+     "decided_at": RFC 3339 (optional), "answers": str (optional: the verdict the decision answers),
+     "audit": bool (optional: the item came from the audit sample), "note": str (optional),
+     "schema_version": int (optional)}
+
+  ``cant_tell`` (a moderator could not decide) closes a review item but says
+  nothing about accuracy: the worker does not count it.  The review console
+  writes every field; ``motionguard label`` writes the first three.
 """
 
 from __future__ import annotations
@@ -35,12 +43,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from detectors.errors import MotionGuardError
+from detectors.pipeline import ScanResult
 
 SCHEMA_VERSION = 2  # 2: verdicts carry provenance, decided_by and content_verdict
 MAX_EVENT_BYTES = 64 * 1024
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
 
-LabelValue = Literal["ai_generated", "real"]
+LabelValue = Literal["ai_generated", "real", "cant_tell"]
+LABEL_VALUES: tuple[LabelValue, ...] = ("ai_generated", "real", "cant_tell")
+MAX_NOTE_CHARS = 2000
 
 
 class EventError(MotionGuardError):
@@ -68,14 +79,14 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_time(value: str) -> datetime:
+def parse_time(value: str, what: str = "uploaded_at") -> datetime:
     """Parse an RFC 3339 time; it must carry a timezone."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as e:
-        raise EventError(f"uploaded_at {value!r} is not an RFC 3339 time") from e
+        raise EventError(f"{what} {value!r} is not an RFC 3339 time") from e
     if moment.tzinfo is None:
-        raise EventError(f"uploaded_at {value!r} has no timezone (RFC 3339 needs one, e.g. 'Z')")
+        raise EventError(f"{what} {value!r} has no timezone (RFC 3339 needs one, e.g. 'Z')")
     return moment
 
 
@@ -91,6 +102,11 @@ def _decode_object(raw: bytes | str | None, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise EventError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def is_valid_video_id(video_id: str) -> bool:
+    """Whether ``video_id`` is one the event schemas accept (labels for other ids are refused)."""
+    return bool(_VIDEO_ID.match(video_id))
 
 
 def _video_id(value: dict[str, Any], what: str) -> str:
@@ -157,23 +173,53 @@ class ModeratorLabel:
     video_id: str
     label: LabelValue
     moderator: str | None = None
+    decided_at: datetime | None = None
+    answers: str | None = None
+    audit: bool | None = None
+    note: str | None = None
+
+    @property
+    def counts_for_accuracy(self) -> bool:
+        return self.label != "cant_tell"
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> ModeratorLabel:
         value = _decode_object(raw, "moderator label")
         video_id = _video_id(value, "moderator label")
         label = value.get("label")
-        if label not in ("ai_generated", "real"):
-            raise EventError(f"moderator label must be 'ai_generated' or 'real', got {label!r}")
-        moderator = value.get("moderator")
-        if moderator is not None and not isinstance(moderator, str):
-            raise EventError("moderator label 'moderator' must be a string")
-        return cls(video_id=video_id, label=label, moderator=moderator)
+        if label not in LABEL_VALUES:
+            raise EventError(f"moderator label must be one of {', '.join(LABEL_VALUES)}, got {label!r}")
+        for name in ("moderator", "answers", "note", "decided_at"):
+            if value.get(name) is not None and not isinstance(value[name], str):
+                raise EventError(f"moderator label {name!r} must be a string")
+        audit = value.get("audit")
+        if audit is not None and not isinstance(audit, bool):
+            raise EventError("moderator label 'audit' must be true or false")
+        decided_at = value.get("decided_at")
+        return cls(
+            video_id=video_id,
+            label=label,
+            moderator=value.get("moderator"),
+            decided_at=parse_time(decided_at, "decided_at") if decided_at else None,
+            answers=value.get("answers"),
+            audit=audit,
+            note=value.get("note"),
+        )
 
     def to_json(self) -> bytes:
         value: dict[str, Any] = {"video_id": self.video_id, "label": self.label}
         if self.moderator is not None:
             value["moderator"] = self.moderator
+        if self.decided_at is not None:
+            value["decided_at"] = format_time(self.decided_at)
+        if self.answers is not None:
+            value["answers"] = self.answers
+        if self.audit is not None:
+            value["audit"] = self.audit
+        if self.note is not None:
+            value["note"] = self.note[:MAX_NOTE_CHARS]
+        if len(value) > 3:
+            value["schema_version"] = SCHEMA_VERSION
         return json.dumps(value).encode()
 
 
@@ -195,6 +241,56 @@ def guess_video_id(raw: bytes | str | None, key: bytes | None) -> str | None:
         if _VIDEO_ID.match(text):
             return text
     return None
+
+
+WORKER_ONLY_FIELDS = (
+    "video_id",
+    "model_version",
+    "uploaded_at",
+    "received_at",
+    "decided_at",
+    "processing_seconds",
+    "upload_to_verdict_seconds",
+    "worker",
+    "schema_version",
+)
+"""What a verdict on the topic has beyond the ``scan --json`` object of the same video."""
+
+
+@dataclass(frozen=True)
+class VerdictContext:
+    """Where and when the worker decided one upload: the fields of :data:`WORKER_ONLY_FIELDS`."""
+
+    video_id: str | None
+    model_version: str
+    uploaded_at: datetime | None
+    received_at: datetime
+    decided_at: datetime
+    processing_seconds: float
+    worker: str
+
+    @property
+    def upload_to_verdict_seconds(self) -> float | None:
+        if self.uploaded_at is None:
+            return None
+        return max(0.0, (self.decided_at - self.uploaded_at).total_seconds())
+
+
+def verdict_record(result: ScanResult, context: VerdictContext) -> dict[str, Any]:
+    """The verdict the worker publishes: ``result.to_dict()`` (what ``scan --json`` prints) plus the context."""
+    to_verdict = context.upload_to_verdict_seconds
+    record: dict[str, Any] = {"video_id": context.video_id, **result.to_dict()}
+    record.update(
+        model_version=context.model_version,
+        uploaded_at=format_time(context.uploaded_at) if context.uploaded_at else None,
+        received_at=format_time(context.received_at),
+        decided_at=format_time(context.decided_at),
+        processing_seconds=round(context.processing_seconds, 4),
+        upload_to_verdict_seconds=None if to_verdict is None else round(to_verdict, 4),
+        worker=context.worker,
+        schema_version=SCHEMA_VERSION,
+    )
+    return record
 
 
 def dead_letter_record(raw: bytes | str | None, error: MotionGuardError, video_id: str | None, worker: str) -> bytes:

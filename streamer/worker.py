@@ -46,14 +46,14 @@ from detectors.provenance import Provenance
 from detectors.types import FloatArray, SampledFrames
 from streamer.metrics import WorkerMetrics, label_outcome
 from streamer.schemas import (
-    SCHEMA_VERSION,
     EventError,
     ModeratorLabel,
     UploadEvent,
+    VerdictContext,
     dead_letter_record,
-    format_time,
     guess_video_id,
     utc_now,
+    verdict_record,
 )
 from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy, fetch_with_retries
@@ -200,7 +200,7 @@ class MotionGuardWorker:
         if s.security_protocol.startswith("SASL"):
             credentials = faust.SASLCredentials(
                 username=s.sasl_username,
-                password=s.sasl_password,
+                password=s.sasl_secret(),
                 mechanism=s.sasl_mechanism,
                 ssl_context=ssl_context,
             )
@@ -393,22 +393,18 @@ class MotionGuardWorker:
         received: Any,
         started: float,
     ) -> None:
-        decided = utc_now()
-        verdict: dict[str, Any] = {"video_id": video_id, **result.to_dict()}
-        processing_seconds = time.perf_counter() - started
-        upload_to_verdict: float | None = None
-        if upload is not None and upload.uploaded_at is not None:
-            upload_to_verdict = max(0.0, (decided - upload.uploaded_at).total_seconds())
-        verdict.update(
+        context = VerdictContext(
+            video_id=video_id,
             model_version=self.detector.model.version,
-            uploaded_at=format_time(upload.uploaded_at) if upload and upload.uploaded_at else None,
-            received_at=format_time(received),
-            decided_at=format_time(decided),
-            processing_seconds=round(processing_seconds, 4),
-            upload_to_verdict_seconds=None if upload_to_verdict is None else round(upload_to_verdict, 4),
+            uploaded_at=upload.uploaded_at if upload is not None else None,
+            received_at=received,
+            decided_at=utc_now(),
+            processing_seconds=time.perf_counter() - started,
             worker=self.settings.worker_name,
-            schema_version=SCHEMA_VERSION,
         )
+        verdict = verdict_record(result, context)
+        processing_seconds = context.processing_seconds
+        upload_to_verdict = context.upload_to_verdict_seconds
         await self._send(self.verdicts_topic, video_id, json.dumps(verdict).encode())
         logger.info(
             "video %s: %s (score %s) in %.3f s",
@@ -460,6 +456,8 @@ class MotionGuardWorker:
             logger.warning("ignoring malformed moderator label: %s", e.message)
             self.metrics.errors.labels(reason="malformed_label").inc()
             return
+        if not label.counts_for_accuracy:
+            return  # "can't tell" closes a review item; it is no evidence about the verdict
         verdict = self._latest(self.predictions, label.video_id)
         if verdict is None:
             self.waiting_labels[label.video_id] = label.label

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,6 +33,9 @@ from detectors.cli_options import (
     ModelOption,
     PretrainedOption,
     WeightsOption,
+    print_error,
+    stderr,
+    warn_untrained,
 )
 
 if TYPE_CHECKING:
@@ -42,24 +44,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-stderr = Console(stderr=True)
-
 SeedOption = Annotated[int, typer.Option(help="Seed of the grouped train/val/test split.")]
 ValFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for validation.")]
 TestFractionOption = Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of groups held out for test.")]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    from detectors.cli import print_error
-
     print_error(message, stderr)
     return typer.Exit(code)
-
-
-def _warn_untrained() -> None:
-    from detectors.cli import warn_untrained
-
-    warn_untrained()
 
 
 @contextmanager
@@ -155,7 +147,7 @@ def embed(
     except (MotionGuardError, ValueError) as e:
         raise _fail(str(e)) from e
     if embedder.untrained:
-        _warn_untrained()
+        warn_untrained()
     identity = identity_for(embedder, sampling)
     cache = EmbedCache(out)
     summary = data.summary()
@@ -184,7 +176,7 @@ def embed(
         f"{run.embedded} embedded, {run.reused} reused from the cache, {run.failed} failed; index {run.index_path}"
     )
     if embedder.untrained:
-        _warn_untrained()
+        warn_untrained()
     raise typer.Exit(EXIT_INPUT_ERRORS if run.failed else EXIT_OK)
 
 
@@ -249,7 +241,7 @@ def train(
     try:
         trained = train_head(EmbedCache(cache_dir), config, text_embedder=text_embedder)
         if trained.summary["untrained_embedder"]:
-            _warn_untrained()
+            warn_untrained()
         bundle_name = name or f"{trained.embedder.model}+{classifier}"
         path = save_bundle(
             out,
@@ -290,7 +282,7 @@ def train(
     else:
         stderr.print("no validation split (val fraction 0 or too few groups)")
     if trained.summary["untrained_embedder"]:
-        _warn_untrained()
+        warn_untrained()
     raise typer.Exit(EXIT_OK)
 
 
@@ -357,7 +349,7 @@ def evaluate(
     except (MotionGuardError, ValueError) as e:
         raise _fail(str(e)) from e
     if embedder.untrained:
-        _warn_untrained()
+        warn_untrained()
     try:
         sampling = SamplingConfig(
             frames=loaded.frames,
@@ -390,7 +382,7 @@ def evaluate(
     if result["embedding_errors"]:
         stderr.print(f"[yellow]{len(result['embedding_errors'])} video(s) could not be embedded[/] (see report.json)")
     if embedder.untrained:
-        _warn_untrained()
+        warn_untrained()
     raise typer.Exit(EXIT_INPUT_ERRORS if result["embedding_errors"] else EXIT_OK)
 
 
@@ -453,7 +445,7 @@ def finetune(
             split=_split_config(seed, val_fraction, test_fraction),
         )
         if config.embedder_spec().untrained:
-            _warn_untrained()
+            warn_untrained()
             stderr.print("[yellow]fine-tuning a randomly initialised model: useful for tests only[/]")
         sampler = FfmpegSampler(
             SamplingConfig(

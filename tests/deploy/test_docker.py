@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from streamer.settings import settings_from_env
+from streamer.settings import review_settings_from_env, settings_from_env
 from tests.deploy.conftest import REPO, run_tool
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
@@ -116,7 +116,7 @@ def load_compose(deploycheck: str, **variables: str) -> dict[str, Any]:
 def test_compose_file_is_valid_and_complete(deploycheck: str) -> None:
     project = load_compose(deploycheck)
     services = project["services"]
-    assert set(services) == {"kafka", "worker", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "worker", "review", "prometheus", "grafana"}
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     worker = services["worker"]
@@ -146,6 +146,17 @@ def test_compose_worker_environment_is_accepted_by_the_worker(deploycheck: str, 
         assert settings.bundle == "/models/bundle" and bundle_mount["source"] == bundle_dir
     else:
         assert settings.bundle == "" and settings.pretrained == "none" and bundle_mount["type"] == "volume"
+
+
+def test_compose_review_console_environment_is_accepted(deploycheck: str) -> None:
+    project = load_compose(deploycheck, REVIEW_SESSION_SECRET="s" * 48)
+    review = project["services"]["review"]
+    assert review["image"] == project["services"]["worker"]["image"] and review["command"][-1] == "review"
+    assert review["user"] == "10001:10001" and review["read_only"] is True and review["cap_drop"] == ["ALL"]
+    settings_from_env(review["environment"])
+    console = review_settings_from_env(review["environment"])
+    assert console.session_secret == "s" * 48 and console.users_file == "/review/users"
+    assert {p["target"] for p in review["ports"]} == {console.port, console.metrics_port}
 
 
 def test_compose_variables_cannot_be_mistaken_for_worker_settings() -> None:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streamer.settings import PREFIX, WorkerSettings, settings_from_env
+from streamer.kafka_local import LocalKafka, LocalKafkaConfig
+from streamer.settings import PREFIX, WorkerSettings, review_settings_from_env, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, RULES, run_tool
 
 CI_DIR = CHART / "ci"
@@ -26,6 +27,7 @@ RELEASE = "mg"
 #: Worker settings the chart sets itself (from dedicated values); the rest go through `settings`.
 CHART_MANAGED_SETTINGS = {
     "broker", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "app_id",
+    "sasl_password_file", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname",  # kafka.* values and Secrets
     "topic_uploads", "topic_verdicts", "topic_dead_letters", "topic_labels", "topic_partitions",
     "topic_replication_factor", "data_dir", "bundle", "device", "download_dir", "web_host", "web_port",
     "worker_name",  # the pod name (HOSTNAME)
@@ -80,8 +82,13 @@ def render_fails(helm: str, *args: str) -> str:
     return result.stderr
 
 
-def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
+def component(manifest: dict[str, Any]) -> str:
+    return str(manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component", "worker"))
+
+
+def only(manifests: list[dict[str, Any]], kind: str, of: str = "worker") -> dict[str, Any]:
+    """The one manifest of ``kind`` belonging to ``of`` (the worker, or the review console)."""
+    found = [m for m in manifests if m["kind"] == kind and component(m) == of]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
 
@@ -101,7 +108,9 @@ def test_ci_values_files_cover_every_optional_feature() -> None:
         "keda-values.yaml",
         "hpa-values.yaml",
         "external-secret-values.yaml",
+        "mtls-values.yaml",
         "provenance-values.yaml",
+        "review-values.yaml",
     }
 
 
@@ -151,6 +160,8 @@ def test_each_optional_feature_renders_its_resources(render: Render) -> None:
     assert "ScaledObject" in kinds(render(CI_DIR / "keda-values.yaml"))
     assert "HorizontalPodAutoscaler" in kinds(render(CI_DIR / "hpa-values.yaml"))
     assert {"ScaledObject", "TriggerAuthentication"} <= kinds(render(CI_DIR / "external-secret-values.yaml"))
+    review = [m for m in render(CI_DIR / "review-values.yaml") if component(m) == "review"]
+    assert sorted(m["kind"] for m in review) == ["ConfigMap", "Deployment", "Ingress", "Service"]
 
 
 # --- the values schema and the template checks ----------------------------------------------------------
@@ -323,6 +334,9 @@ def test_gpu_opt_in(render: Render) -> None:
     assert spec["runtimeClassName"] == "nvidia"
     assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_DEVICE"] == "cuda"
     assert only(render(), "ConfigMap")["data"]["MOTIONGUARD_DEVICE"] == "cpu"
+    capabilities = {env["name"]: env.get("value") for env in worker["env"]}["NVIDIA_DRIVER_CAPABILITIES"]
+    assert "video" in capabilities.split(","), "NVDEC (settings.hw_decode: cuda) needs the video capability"
+    assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_HW_DECODE"] == "cuda"
 
 
 def test_kafka_credentials_come_from_the_existing_secret(render: Render) -> None:
@@ -330,14 +344,28 @@ def test_kafka_credentials_come_from_the_existing_secret(render: Render) -> None
     spec = pod_spec(manifests)
     (worker,) = spec["containers"]
     refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in worker["env"] if "valueFrom" in v}
-    assert refs == {
-        "MOTIONGUARD_SASL_USERNAME": {"name": "motionguard-kafka", "key": "username"},
-        "MOTIONGUARD_SASL_PASSWORD": {"name": "motionguard-kafka", "key": "password"},
-    }
+    # The password is a mounted file, never an environment variable (which `kubectl describe`,
+    # /proc/<pid>/environ and crash reports show).
+    assert refs == {"MOTIONGUARD_SASL_USERNAME": {"name": "motionguard-kafka", "key": "username"}}
     data = only(manifests, "ConfigMap")["data"]
-    assert not any("SASL_USERNAME" in k or "SASL_PASSWORD" in k for k in data)
+    assert not any("SASL_USERNAME" in k or k == "MOTIONGUARD_SASL_PASSWORD" for k in data)
     assert data["MOTIONGUARD_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["MOTIONGUARD_SSL_CAFILE"] == "/etc/motionguard/kafka-ca/ca.crt"
+    assert data["MOTIONGUARD_SASL_PASSWORD_FILE"] == "/etc/motionguard/kafka-sasl/password"
+    assert data["MOTIONGUARD_SSL_CHECK_HOSTNAME"] == "true"
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    assert mounts["kafka-sasl"] == "/etc/motionguard/kafka-sasl"
+    sasl = [v for v in spec["volumes"] if v["name"] == "kafka-sasl"]
+    assert sasl == [
+        {
+            "name": "kafka-sasl",
+            "secret": {
+                "secretName": "motionguard-kafka",
+                "defaultMode": 0o440,
+                "items": [{"key": "password", "path": "password"}],
+            },
+        }
+    ]
     assert "Secret" not in kinds(manifests), "the chart must not create Kafka secrets"
     ca = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
     assert ca == [
@@ -354,6 +382,77 @@ def test_kafka_credentials_come_from_the_existing_secret(render: Render) -> None
         ("password", "motionguard-kafka", "password"),
         ("ca", "kafka-cluster-ca", "ca.crt"),
     }
+
+
+def test_mtls_client_certificate_and_ca_come_from_existing_secrets(render: Render) -> None:
+    manifests = render(CI_DIR / "mtls-values.yaml")
+    spec = pod_spec(manifests)
+    (worker,) = spec["containers"]
+    data = only(manifests, "ConfigMap")["data"]
+    assert data["MOTIONGUARD_SECURITY_PROTOCOL"] == "SSL"
+    assert data["MOTIONGUARD_SSL_CERTFILE"] == "/etc/motionguard/kafka-client/tls.crt"
+    assert data["MOTIONGUARD_SSL_KEYFILE"] == "/etc/motionguard/kafka-client/tls.key"
+    assert data["MOTIONGUARD_SSL_CAFILE"] == "/etc/motionguard/kafka-ca/ca.crt"
+    assert not any("SASL" in k for k in data) and not any("valueFrom" in v for v in worker["env"])
+    client = [v for v in spec["volumes"] if v["name"] == "kafka-client"]
+    assert client == [
+        {
+            "name": "kafka-client",
+            "secret": {
+                "secretName": "motionguard-worker-tls",
+                "defaultMode": 0o440,
+                "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+            },
+        }
+    ]
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    assert mounts["kafka-client"] == {
+        "name": "kafka-client",
+        "mountPath": "/etc/motionguard/kafka-client",
+        "readOnly": True,
+    }
+    auth = only(manifests, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert {(a["parameter"], a["name"], a["key"]) for a in auth} == {
+        ("ca", "kafka-cluster-ca", "ca.crt"),
+        ("cert", "motionguard-worker-tls", "tls.crt"),
+        ("key", "motionguard-worker-tls", "tls.key"),
+    }
+    assert only(manifests, "ScaledObject")["spec"]["triggers"][0]["metadata"]["tls"] == "enable"
+
+
+@pytest.mark.parametrize(("values", "mtls"), [("external-secret-values.yaml", False), ("mtls-values.yaml", True)])
+def test_the_chart_sets_the_kafka_settings_the_secure_broker_tests_use(
+    render: Render, values: str, mtls: bool, tmp_path: Path
+) -> None:
+    """tests/streamer/test_secure_kafka.py runs the worker with LocalKafka.client_env: the chart must set the same."""
+    manifests = render(CI_DIR / values)
+    (worker,) = pod_spec(manifests)["containers"]
+    rendered = dict(only(manifests, "ConfigMap")["data"]) | {v["name"]: "from-secret" for v in worker["env"]}
+    tested = LocalKafka(LocalKafkaConfig(data_dir=tmp_path, secure=True)).client_env("worker", mtls=mtls)
+    assert set(tested) <= set(rendered)
+    for name in ("MOTIONGUARD_SECURITY_PROTOCOL", "MOTIONGUARD_SASL_MECHANISM"):
+        assert rendered.get(name) == tested.get(name), name
+    assert rendered["MOTIONGUARD_SSL_CHECK_HOSTNAME"] == "true"  # as the tests run: verification on
+
+
+def test_hostname_verification_can_be_turned_off_only_explicitly(render: Render) -> None:
+    data = only(render(CI_DIR / "mtls-values.yaml", "kafka.sslCheckHostname=false"), "ConfigMap")["data"]
+    assert data["MOTIONGUARD_SSL_CHECK_HOSTNAME"] == "false"
+    assert "MOTIONGUARD_SSL_CHECK_HOSTNAME" not in only(render(), "ConfigMap")["data"]  # PLAINTEXT: no TLS
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (("kafka.clientCertSecret=worker-tls",), "kafka.clientCertSecret needs TLS"),
+        (("kafka.caSecret=kafka-ca",), "kafka.caSecret needs TLS"),
+        (("kafka.securityProtocol=SSL", "kafka.sslCheckHostname=no"), "sslCheckHostname"),
+        (("kafka.securityProtocol=SSL", "kafka.clientCertSecret=t", "kafka.clientKeyKey="), "clientKeyKey"),
+    ],
+)
+def test_kafka_tls_values_that_cannot_work_fail(helm: str, sets: tuple[str, ...], complaint: str) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    assert complaint in render_fails(helm, *args)
 
 
 @pytest.mark.parametrize("source", ["configMap", "secret"])
@@ -411,7 +510,7 @@ def test_model_bundle_from_an_init_container(render: Render) -> None:
     assert only(manifests, "ConfigMap")["data"]["MOTIONGUARD_BUNDLE"] == "/models/bundle"
 
 
-@pytest.mark.parametrize("values", ["keda-values.yaml", "external-secret-values.yaml"])
+@pytest.mark.parametrize("values", ["keda-values.yaml", "external-secret-values.yaml", "mtls-values.yaml"])
 def test_keda_trigger_uses_known_kafka_scaler_parameters(render: Render, schemas: Path, values: str) -> None:
     """The CRD takes any string metadata: check names and enums against KEDA's Kafka scaler."""
     scaler = json.loads((schemas / "keda" / "kafka-scaler.json").read_text())
@@ -545,3 +644,62 @@ def test_every_value_is_documented() -> None:
 def test_chart_uses_the_worker_prefix() -> None:
     configmap = (CHART / "templates" / "configmap.yaml").read_text()
     assert PREFIX == "MOTIONGUARD_" and configmap.count("MOTIONGUARD_") > 10
+
+
+# --- the review console (optional) ---------------------------------------------------------------------------
+
+
+def test_review_console_is_off_by_default_and_secure_when_on(render: Render) -> None:
+    assert not [m for m in render() if component(m) == "review"]
+    manifests = render(CI_DIR / "review-values.yaml")
+    deployment = only(manifests, "Deployment", of="review")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False and spec["securityContext"]["runAsNonRoot"] is True
+    (console,) = spec["containers"]
+    security = console["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
+    assert console["args"][-1] == "review"
+    # Its pods are selected by its own Service only: the worker's selectors never match them.
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    worker_selector = only(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not worker_selector.items() <= pod_labels.items()
+    assert only(manifests, "Service", of="review")["spec"]["selector"].items() <= pod_labels.items()
+    # Settings: the worker ConfigMap (Kafka, topics, URI guards) plus its own; secrets from existing Secrets.
+    env: dict[str, str] = {}
+    for ref in console["envFrom"]:
+        env.update(next(m for m in manifests if m["kind"] == "ConfigMap" and
+                        m["metadata"]["name"] == ref["configMapRef"]["name"])["data"])  # fmt: skip
+    for variable in console["env"]:
+        if "valueFrom" in variable:
+            assert variable["valueFrom"]["secretKeyRef"]["name"] == "motionguard-review"
+            env[variable["name"]] = "x" * 40
+        else:
+            env[variable["name"]] = variable["value"]
+    review = review_settings_from_env(env)
+    settings_from_env(env)  # the worker's settings parse too (the review ones are not "unknown")
+    assert review.audit_fraction == 0.02 and review.cookie_secure is True
+    assert review.port == console["ports"][0]["containerPort"]
+    users = next(v for v in spec["volumes"] if v["name"] == "users")
+    assert users["secret"]["secretName"] == "motionguard-review-users"
+    assert review.users_file.startswith(next(m["mountPath"] for m in console["volumeMounts"] if m["name"] == "users"))
+    ingress = only(manifests, "Ingress", of="review")
+    assert ingress["spec"]["tls"][0]["secretName"] == "review-example-com-tls"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["port"] == {"name": "http"}  # the console, never the metrics port
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (("review.enabled=true",), "sessionSecret"),
+        (("review.enabled=true", "review.sessionSecret.existingSecret=s"), "nobody could sign in"),
+        (("review.enabled=true", "review.sessionSecret.existingSecret=s", "review.proxy.userHeader=X-User"),
+         "trustedProxies"),
+        (("review.auditFraction=2",), "auditFraction"),
+        (("review.enable=true",), "enable"),
+    ],
+)  # fmt: skip
+def test_review_values_that_cannot_work_fail(helm: str, sets: tuple[str, ...], complaint: str) -> None:
+    args = [arg for item in sets for arg in ("--set", item)]
+    assert complaint in render_fails(helm, *args)

@@ -8,10 +8,10 @@ from detectors.prompts import fit_prompt_classifier
 from detectors.sampling import FfmpegSampler, SamplingConfig
 
 
-def prompt_detector(embedder: ClipEmbedder) -> Detector:
-    """A frame-to-prompt detector on ``embedder`` sampling 4 frames."""
+def prompt_detector(embedder: ClipEmbedder, sampler: FfmpegSampler | None = None) -> Detector:
+    """A frame-to-prompt detector on ``embedder`` sampling 4 frames (or with ``sampler``)."""
     return Detector(
-        sampler=FfmpegSampler(SamplingConfig(frames=4)),
+        sampler=sampler if sampler is not None else FfmpegSampler(SamplingConfig(frames=4)),
         embedder=embedder,
         classifier=fit_prompt_classifier(embedder),
         model=ModelInfo("test", "test@1", "prompt", embedder.describe(), untrained=True),

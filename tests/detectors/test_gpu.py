@@ -59,3 +59,25 @@ def test_batched_scanning_on_the_gpu_scores_like_the_cpu(videos: VideoCache) -> 
         assert one.score is not None and many.score is not None
         assert many.score.frames_scored == one.score.frames_scored
         assert many.score.score == pytest.approx(one.score.score, abs=0.05)
+
+
+def test_nvdec_decoding_gives_the_cpu_frames_and_scores(videos: VideoCache) -> None:
+    """``hw_decode="cuda"``: the same frames at the same times as the CPU decoder, and the same verdicts.
+
+    Needs an ffmpeg with the cuda hwaccel and the driver's video capability (NVDEC)."""
+    nvdec = FfmpegSampler(SamplingConfig(frames=8, hw_decode="cuda"))
+    if nvdec.hw_decode != "cuda":
+        pytest.skip("this host's ffmpeg cannot decode with NVDEC (see the warning logged)")
+    cpu_sampler = FfmpegSampler(SamplingConfig(frames=8))
+    path = videos.video(seconds=4, width=640, height=360, gop=25)
+    on_cpu, on_gpu = cpu_sampler.sample(path, 224), nvdec.sample(path, 224)
+    np.testing.assert_allclose(on_gpu.timestamps_seconds, on_cpu.timestamps_seconds, atol=1e-6)
+    difference = np.abs(on_gpu.frames.astype(np.int16) - on_cpu.frames.astype(np.int16))
+    assert difference.mean() < 1.0, difference.mean()  # bit-exact H.264 decoding; only colour conversion may differ
+
+    cpu, _ = embedders("tiny-test")
+    alone = prompt_detector(cpu).scan(path)
+    on_nvdec = prompt_detector(cpu, sampler=nvdec).scan(path)
+    assert alone.score is not None and on_nvdec.score is not None
+    assert on_nvdec.score.verdict == alone.score.verdict
+    assert on_nvdec.score.score == pytest.approx(alone.score.score, abs=1e-2)

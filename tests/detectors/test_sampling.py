@@ -7,6 +7,7 @@ levels of (255, 0, 0), so the thresholds below are loose on purpose.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import stat
@@ -31,6 +32,7 @@ from detectors.errors import (
     VideoTooLargeError,
 )
 from detectors.sampling import FfmpegSampler, SamplingConfig, probe_video
+from detectors.sampling.hwdecode import check_cuda_decoding
 from detectors.types import FrameSampler, SampledFrames
 from tests.videofactory import (
     Bands,
@@ -617,3 +619,35 @@ def test_awkward_file_names(videos: VideoCache, tmp_path: Path) -> None:
         copy = tmp_path / name
         copy.write_bytes(videos.video().read_bytes())
         assert len(FfmpegSampler(SamplingConfig(frames=4)).sample(copy, 32)) == 4
+
+
+def test_nvdec_requested_where_it_cannot_run_falls_back_to_the_cpu_with_one_warning(
+    videos: VideoCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check decodes a real clip with ``-hwaccel cuda``; on a host without a usable GPU the
+    sampler says why once and decodes exactly what the CPU sampler decodes."""
+    check_cuda_decoding.cache_clear()
+    with caplog.at_level(logging.INFO, logger="detectors.sampling.hwdecode"):
+        nvdec = FfmpegSampler(SamplingConfig(frames=6, hw_decode="cuda"))
+        again = FfmpegSampler(SamplingConfig(frames=6, hw_decode="cuda"))
+    if nvdec.hw_decode == "cuda":
+        pytest.skip("NVDEC works here: tests/detectors/test_gpu.py compares it with the CPU")
+    assert again.hw_decode == "none"
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]  # checked once per process
+    assert "hw_decode=cuda" in warning.getMessage() and "decoding on the CPU" in warning.getMessage()
+    path = videos.video(seconds=2, width=320, height=240)
+    cpu = FfmpegSampler(SamplingConfig(frames=6)).sample(path, SIZE)
+    fallback = nvdec.sample(path, SIZE)
+    np.testing.assert_array_equal(fallback.frames, cpu.frames)
+    np.testing.assert_array_equal(fallback.timestamps_seconds, cpu.timestamps_seconds)
+
+
+def test_nvdec_check_names_an_ffmpeg_without_the_cuda_hwaccel(tmp_path: Path) -> None:
+    """Each ffmpeg binary gets its own check (and reason)."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nprintf 'Hardware acceleration methods:\\nvaapi\\n'\n")
+    fake.chmod(0o755)
+    check = check_cuda_decoding(str(fake))
+    assert not check.usable and "without the cuda hwaccel" in check.reason
+    missing = check_cuda_decoding(str(tmp_path / "no-such-ffmpeg"))
+    assert not missing.usable and "cannot run" in missing.reason

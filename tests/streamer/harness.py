@@ -93,7 +93,8 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self, wait_ready_seconds: float = 90.0) -> WorkerProcess:
+    def start(self, wait_ready_seconds: float | None = 90.0) -> WorkerProcess:
+        """Spawn the worker and wait until ``/ready`` says 200 (``None``: do not wait)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOTIONGUARD_")}
         env.update(self.topics.env())
         env.update(
@@ -123,7 +124,8 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(wait_ready_seconds)
+        if wait_ready_seconds is not None:
+            self.wait_ready(wait_ready_seconds)
         return self
 
     def url(self, path: str) -> str:

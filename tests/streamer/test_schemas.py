@@ -72,6 +72,22 @@ def test_moderator_labels_are_validated() -> None:
         ModeratorLabel.parse(b'{"video_id": "v", "label": "fake"}')
 
 
+def test_review_console_labels_carry_who_when_what_they_answer_and_round_trip() -> None:
+    raw = (
+        b'{"video_id": "v", "label": "cant_tell", "moderator": "ana", "decided_at": "2026-01-02T03:04:05.000Z",'
+        b' "answers": "needs_review", "audit": true, "note": "blurry", "schema_version": 2}'
+    )
+    label = ModeratorLabel.parse(raw)
+    assert (label.label, label.answers, label.audit, label.note) == ("cant_tell", "needs_review", True, "blurry")
+    assert label.decided_at is not None and label.decided_at.year == 2026 and not label.counts_for_accuracy
+    assert ModeratorLabel.parse(label.to_json()) == label
+    assert b"schema_version" not in ModeratorLabel(video_id="v", label="real", moderator="m").to_json()
+    with pytest.raises(EventError, match="audit"):
+        ModeratorLabel.parse(b'{"video_id": "v", "label": "real", "audit": "yes"}')
+    with pytest.raises(EventError, match="decided_at 'yesterday' is not an RFC 3339"):
+        ModeratorLabel.parse(b'{"video_id": "v", "label": "real", "decided_at": "yesterday"}')
+
+
 def test_video_id_is_recovered_for_error_verdicts_when_possible() -> None:
     assert guess_video_id(b'{"video_id": "v-9", "uri": 3}', None) == "v-9"
     assert guess_video_id(b"{garbage", b"key-1") == "key-1"

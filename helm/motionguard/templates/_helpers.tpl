@@ -71,6 +71,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Where the CA certificate from kafka.caSecret is mounted. */}}
 {{- define "motionguard.caDir" -}}/etc/motionguard/kafka-ca{{- end }}
 
+{{/* Where the SASL password from kafka.existingSecret is mounted. */}}
+{{- define "motionguard.saslDir" -}}/etc/motionguard/kafka-sasl{{- end }}
+
+{{/* Where the mTLS client certificate and key from kafka.clientCertSecret are mounted. */}}
+{{- define "motionguard.clientCertDir" -}}/etc/motionguard/kafka-client{{- end }}
+
 {{/* Where the C2PA trust files from provenance.trust are mounted. */}}
 {{- define "motionguard.trustDir" -}}/etc/motionguard/c2pa-trust{{- end }}
 
@@ -125,6 +131,12 @@ partition count would sit idle (holding a GPU, perhaps), so they are refused.
 {{- fail "autoscaling.keda.minReplicaCount must not exceed autoscaling.keda.maxReplicaCount" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.kafka.clientCertSecret (not (include "motionguard.tlsEnabled" .)) }}
+{{- fail (printf "kafka.clientCertSecret needs TLS: kafka.securityProtocol SSL or SASL_SSL, not %s" .Values.kafka.securityProtocol) }}
+{{- end }}
+{{- if and .Values.kafka.caSecret (not (include "motionguard.tlsEnabled" .)) }}
+{{- fail (printf "kafka.caSecret needs TLS: kafka.securityProtocol SSL or SASL_SSL, not %s" .Values.kafka.securityProtocol) }}
+{{- end }}
 {{- if and (include "motionguard.saslEnabled" .) (not .Values.kafka.existingSecret) }}
 {{- fail (printf "kafka.securityProtocol %s needs kafka.existingSecret: the name of a Secret with the SASL username and password" .Values.kafka.securityProtocol) }}
 {{- end }}
@@ -149,4 +161,19 @@ partition count would sit idle (holding a GPU, perhaps), so they are refused.
 {{- if and (eq $bundle.source "initContainer") (not (and $bundle.initContainer.image.repository $bundle.initContainer.image.tag)) }}
 {{- fail "model.bundle.source initContainer needs model.bundle.initContainer.image.repository and .tag" }}
 {{- end }}
+{{- end }}
+
+{{/* Labels that select the review console's pods (a different name, so the worker's selectors never match them). */}}
+{{- define "motionguard.review.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-review" (include "motionguard.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every resource of the review console. */}}
+{{- define "motionguard.review.labels" -}}
+helm.sh/chart: {{ include "motionguard.chart" . }}
+{{ include "motionguard.review.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: review
 {{- end }}

@@ -48,9 +48,9 @@ def invoke(app: typer.Typer, args: list[str | Path], expect: int = 0) -> Result:
 
 
 def scan_json(bundle: Path, videos: list[str]) -> list[dict[str, Any]]:
-    from detectors.cli import app as core_app
+    from detectors.cli import create_app
 
-    result = CliRunner().invoke(core_app, ["scan", *videos, "--bundle", str(bundle), "--device", "cpu", "--json"])
+    result = CliRunner().invoke(create_app(), ["scan", *videos, "--bundle", str(bundle), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
+from detectors.cli import create_app
 from detectors.embedding import ClipEmbedder, EmbedderSpec
 from detectors.sampling import FfmpegSampler, SamplingConfig
 from detectors.training.datasets import Dataset, SplitConfig, load_manifest
@@ -99,8 +99,7 @@ def test_finetune_lowers_its_loss_and_scan_loads_the_weights(toy: Dataset, tmp_p
     tuned = ClipEmbedder(EmbedderSpec.from_names("MG-Tiny-ViT", "none", weights=str(result.weights), device="cpu"))
     assert tuned.spec.weights_sha256 == spec["weights_sha256"] and not tuned.untrained
     # ... and so does `scan --model ARCH --pretrained none --weights FILE`.
-    from detectors.cli import app
-
+    app = create_app()
     video = toy.items[0].path
     args = ["scan", video, "--model", "MG-Tiny-ViT", "--pretrained", "none", "--weights", str(result.weights),
             "--device", "cpu", "--json", "--frames", "4"]  # fmt: skip
@@ -112,10 +111,7 @@ def test_finetune_lowers_its_loss_and_scan_loads_the_weights(toy: Dataset, tmp_p
     assert row["model"]["embedder"]["weights_sha256"] == spec["weights_sha256"]
 
     # FT weights -> embed -> train: the bundle carries the weights and scan --bundle uses them.
-    from detectors.training.cli import register
-
-    training_app = typer.Typer()
-    register(training_app)
+    training_app = app
     manifest = Path(toy.source)
     model = [
         "--model",

@@ -1,0 +1,120 @@
+"""The evidence beside an item: the video file and its sampled frames.
+
+Media goes through the worker's URI guards (:mod:`streamer.sources`, the same
+:class:`~streamer.sources.SourcePolicy` built from the same settings):
+``file://`` URIs must resolve inside an allowed root (symlinks out refused),
+``http(s)://`` hosts are checked (private addresses refused unless allowed)
+and downloaded once, within the size and time limits, into a small cache
+that the media route serves (Starlette's ``FileResponse`` answers ``Range``
+requests, so the player can seek).
+
+Thumbnails are sampled again on demand with the core's sampler
+(:class:`detectors.sampling.FfmpegSampler`) using the worker's frame count
+and seek mode, so they are the frames the model saw (to within a frame: the
+verdict keeps the segment times, not the exact frames).  The verdict does not
+carry per-frame probabilities, so each thumbnail shows the score of the
+segment it falls in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from PIL import Image
+
+from detectors.sampling import FfmpegSampler, SamplingConfig
+from streamer.settings import WorkerSettings
+from streamer.sources import SourcePolicy, open_source, resolve_local
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    seconds: float
+    jpeg: bytes
+
+
+def source_policy(settings: WorkerSettings) -> SourcePolicy:
+    """The worker's URI guards, from the worker's settings."""
+    return SourcePolicy.create(
+        allowed_roots=settings.allowed_roots,
+        allowed_hosts=settings.allowed_hosts,
+        allow_private_addresses=settings.allow_private_addresses,
+        allowed_private_addresses=settings.allowed_private_addresses,
+        max_download_bytes=settings.max_download_bytes,
+        timeout_seconds=settings.download_timeout_seconds,
+        download_dir=str(Path(settings.download_dir) / "review"),
+    )
+
+
+class Evidence:
+    """Local copies of videos (guarded) and their thumbnails, with small LRU caches."""
+
+    def __init__(self, settings: WorkerSettings, thumbnail_pixels: int, cached_videos: int = 8) -> None:
+        self.policy = source_policy(settings)
+        self.thumbnail_pixels = thumbnail_pixels
+        self.sampling = SamplingConfig(
+            frames=max(1, settings.frames or 16),
+            max_file_bytes=settings.max_file_bytes,
+            max_duration_seconds=settings.max_duration_seconds,
+            timeout_seconds=settings.ffmpeg_timeout_seconds,
+            seek=settings.frame_seek,  # type: ignore[arg-type]  # checked by WorkerSettings
+            keyframe_tolerance=settings.keyframe_tolerance,
+        )
+        self.cache_dir = self.policy.download_dir
+        self._cached_videos = cached_videos
+        self._downloads: OrderedDict[str, Path] = OrderedDict()
+        self._thumbnails: OrderedDict[tuple[str, int], list[Thumbnail]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def local_path(self, uri: str) -> Path:
+        """The file to serve for ``uri``; raises a :class:`~detectors.errors.SourceError` when refused."""
+        if urlsplit(uri).scheme.lower() == "file":
+            return resolve_local(uri, self.policy)
+        key = hashlib.sha256(uri.encode()).hexdigest()
+        with self._lock:
+            cached = self._downloads.get(key)
+            if cached is not None and cached.exists():
+                self._downloads.move_to_end(key)
+                return cached
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        target = self.cache_dir / key
+        with open_source(uri, self.policy) as downloaded:  # the guards refuse forbidden schemes and hosts
+            shutil.copyfile(downloaded, target)
+        with self._lock:
+            self._downloads[key] = target
+            while len(self._downloads) > self._cached_videos:
+                _, old = self._downloads.popitem(last=False)
+                old.unlink(missing_ok=True)
+        return target
+
+    def thumbnails(self, uri: str, frames: int) -> list[Thumbnail]:
+        """``frames`` frames sampled like the worker did (blocking: call it in a thread)."""
+        frames = max(1, min(frames or self.sampling.frames, self.sampling.max_frames))
+        key = (uri, frames)
+        with self._lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
+        path = self.local_path(uri)
+        sampler = FfmpegSampler(replace(self.sampling, frames=frames))
+        sampled = sampler.sample(path, self.thumbnail_pixels)
+        result = []
+        for pixels, seconds in zip(sampled.frames, sampled.timestamps_seconds, strict=True):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+            result.append(Thumbnail(seconds=float(seconds), jpeg=buffer.getvalue()))
+        with self._lock:
+            self._thumbnails[key] = result
+            while len(self._thumbnails) > 32:
+                self._thumbnails.popitem(last=False)
+        return result

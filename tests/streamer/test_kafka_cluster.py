@@ -1,0 +1,194 @@
+"""``motionguard kafka start --brokers 3``: a real three-node KRaft cluster, and its failures.
+
+The cluster here is this module's own (a test that kills brokers must not share them).
+Topics get three replicas and ``min.insync.replicas`` 2, so with one node down every
+partition keeps a leader and ``acks=all`` writes go on; with two down they stop, and
+resume when one comes back.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError
+
+from streamer.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
+from tests.conftest import kafka_home_from_env
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.slow,
+    # kafka-python 3.0.12's producer thread leaves the socket of a refused connection to a killed
+    # node unclosed (allocated in kafka/net/inet.py, never closed by kafka/net/manager.py); the
+    # broker failures are what this module is about, so those leaks are collected and ignored here.
+    pytest.mark.filterwarnings(r"ignore:Exception ignored in. <socket\.socket:pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <function KafkaProducer\.__del__"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def collect_leaked_sockets() -> Iterator[None]:
+    """Collect kafka-python's leaked sockets while this module's warning filters apply."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
+    config = LocalKafkaConfig(
+        port=find_free_port(), data_dir=tmp_path_factory.mktemp("kafka-cluster"), kafka_home=kafka_home_from_env()
+    )
+    with LocalKafkaCluster(config, brokers=3) as running:
+        yield running
+
+
+def wait_for(condition: Callable[[], Any], timeout_seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
+        time.sleep(0.3)
+
+
+def admin(cluster: LocalKafkaCluster) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=10_000)
+
+
+def partition_state(cluster: LocalKafkaCluster, topic: str) -> dict[int, dict[str, Any]]:
+    """partition -> {"leader": node id, "isr": [node ids]}; empty while the metadata is unavailable."""
+    client = admin(cluster)
+    try:
+        (description,) = client.describe_topics([topic])
+    except KafkaError:
+        return {}
+    finally:
+        client.close()
+    return {
+        p["partition_index"]: {"leader": p["leader_id"], "isr": sorted(p["isr_nodes"])}
+        for p in description["partitions"]
+    }
+
+
+def new_topic(cluster: LocalKafkaCluster, partitions: int = 2) -> str:
+    name = f"cluster-{uuid.uuid4().hex[:8]}"
+    client = admin(cluster)
+    try:
+        client.create_topics([NewTopic(name, partitions, replication_factor=-1)])  # the cluster's default
+    finally:
+        client.close()
+    wait_for(lambda: len(partition_state(cluster, name)) == partitions, 30, f"{name}'s partitions")
+    return name
+
+
+def produce(cluster: LocalKafkaCluster, topic: str, count: int, timeout_seconds: float = 30.0) -> None:
+    """Send ``count`` records with ``acks=all``; a record not acknowledged within the timeout fails."""
+    producer = KafkaProducer(
+        bootstrap_servers=cluster.bootstrap_servers,
+        acks="all",
+        request_timeout_ms=5_000,
+        delivery_timeout_ms=int(timeout_seconds * 1000),
+    )
+    try:
+        futures = [producer.send(topic, key=str(i).encode(), value=b"x") for i in range(count)]
+        for future in futures:
+            future.get(timeout=timeout_seconds + 15)
+    finally:
+        producer.close(timeout=timeout_seconds + 15)
+
+
+def test_three_nodes_run_and_topics_get_three_replicas_and_two_in_sync(cluster: LocalKafkaCluster) -> None:
+    status = cluster.status()
+    assert status["running"] and status["brokers_running"] == 3
+    assert [node["node_id"] for node in status["nodes"]] == [1, 2, 3]
+    assert len({node["port"] for node in status["nodes"]}) == 3
+    topic = new_topic(cluster)
+    for state in partition_state(cluster, topic).values():
+        assert state["isr"] == [1, 2, 3]
+    client = admin(cluster)
+    try:
+        configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+    finally:
+        client.close()
+    values = {name: entry["value"] for name, entry in configs["topic"][topic].items()}
+    assert values["min.insync.replicas"] == "2"
+    produce(cluster, topic, 10)
+
+
+def test_a_killed_leader_hands_over_and_rejoins_when_restarted(cluster: LocalKafkaCluster) -> None:
+    topic = new_topic(cluster)
+    produce(cluster, topic, 5)
+    leader_id = partition_state(cluster, topic)[0]["leader"]
+    leader: LocalKafka = cluster.node(leader_id)
+    try:
+        assert leader.kill()
+        moved = wait_for(
+            lambda: (s := partition_state(cluster, topic)) and s[0]["leader"] not in (leader_id, -1) and s,
+            60,
+            "a new leader",
+        )
+        assert leader_id not in moved[0]["isr"]
+        produce(cluster, topic, 5)  # two in-sync replicas left: acks=all still succeeds
+    finally:
+        leader.start(wait_seconds=90)
+    wait_for(lambda: partition_state(cluster, topic).get(0, {}).get("isr") == [1, 2, 3], 90, "the ISR back to 3")
+
+
+def test_with_two_nodes_down_writes_stop_and_resume_when_one_returns(cluster: LocalKafkaCluster) -> None:
+    topic = new_topic(cluster, partitions=1)
+    down = [node for node in cluster.nodes if node.config.port != cluster.nodes[0].config.port][:2]
+    try:
+        for node in down:
+            node.kill()
+        with pytest.raises(KafkaError):
+            produce(cluster, topic, 1, timeout_seconds=15)
+        down[0].start(wait_seconds=90)
+        produce(cluster, topic, 3, timeout_seconds=60)
+    finally:
+        for node in down:
+            if not node.is_running():
+                node.start(wait_seconds=90)
+    wait_for(lambda: all(n.is_running() for n in cluster.nodes), 30, "every node running")
+
+
+def test_the_command_line_reports_and_stops_every_node(tmp_path: Path) -> None:
+    data_dir = tmp_path / "cli-cluster"
+    command = [sys.executable, "-m", "streamer", "kafka"]
+    started = subprocess.run(
+        [*command, "start", "--brokers", "3", "--port", str(find_free_port()), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "brokers_running: 3" in started.stdout
+        status = subprocess.run(
+            [*command, "status", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0 and "brokers_running: 3" in status.stdout
+    finally:
+        stopped = subprocess.run(
+            [*command, "stop", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120
+        )
+    assert stopped.returncode == 0 and "Kafka stopped" in stopped.stdout
+    after = subprocess.run(
+        [*command, "status", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert after.returncode == 1 and "brokers_running: 0" in after.stdout
