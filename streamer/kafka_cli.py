@@ -121,24 +121,23 @@ def start(
     kafka: LocalKafka | LocalKafkaCluster
     try:
         if brokers > 1 or LocalKafkaCluster.exists(data_dir):
-            if secure:
-                raise typer.BadParameter("--secure runs one broker; --brokers 3 is not combinable with it yet")
             kafka = LocalKafkaCluster(config, brokers=brokers)
             kafka.start(wait_seconds=max(wait, 120.0))
+            first = kafka.nodes[0]
         else:
-            kafka = LocalKafka(config)
+            kafka = first = LocalKafka(config)
             kafka.start(wait_seconds=wait)
-            if secure:
-                topics = Topics()
-                kafka.create_topics(topics.all(), partitions)
-                kafka.create_acls(least_privilege_acls(app_id, topics))
+        if secure:
+            topics = Topics()
+            first.create_topics(topics.all(), partitions)
+            first.create_acls(least_privilege_acls(app_id, topics))
     except (LocalKafkaError, TlsMaterialError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(f"Kafka is ready on {kafka.bootstrap_servers}")
     _print_status(kafka.status())
-    if isinstance(kafka, LocalKafka) and secure:
-        _print_client_settings(kafka)
+    if secure:
+        _print_client_settings(first)
 
 
 def _print_client_settings(kafka: LocalKafka) -> None:

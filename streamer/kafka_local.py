@@ -218,6 +218,9 @@ class LocalKafkaConfig:
     secure: bool = False
     ssl_port: int | None = None
     """The mTLS listener of a secure broker; ``None`` = ``port + 2`` when free, else any free port."""
+    security_dir: Path | None = None
+    """Where a secure broker's CA, keys and passwords live; ``None`` = ``<data_dir>/security``
+    (the nodes of a cluster share the cluster's)."""
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs compare equal and the JVM never sees
@@ -227,6 +230,8 @@ class LocalKafkaConfig:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser().absolute())
         if self.kafka_home is not None:
             object.__setattr__(self, "kafka_home", Path(self.kafka_home).expanduser().absolute())
+        if self.security_dir is not None:
+            object.__setattr__(self, "security_dir", Path(self.security_dir).expanduser().absolute())
         object.__setattr__(self, "extra_properties", MappingProxyType(dict(self.extra_properties)))
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port}")
@@ -523,7 +528,7 @@ class LocalKafka:
     @property
     def security(self) -> SecurityFiles:
         """The CA, keystore, client certificates and passwords of a secure broker."""
-        return SecurityFiles(self.data_dir / "security")
+        return SecurityFiles(self.config.security_dir or self.data_dir / "security")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -753,6 +758,10 @@ class LocalKafka:
                     self.security, node_id, HOST, SECURE_HOST, config.port, ssl_port, controller_port
                 )
             )
+        if config.quorum:
+            # The quorum's addresses must match the names in the nodes' certificates when secure.
+            voter_host = SECURE_HOST if config.secure else HOST
+            properties["controller.quorum.voters"] = ",".join(f"{n}@{voter_host}:{p}" for n, p in config.quorum)
         properties.update(config.extra_properties)
         body = "".join(f"{key}={value}\n" for key, value in properties.items())
         self.server_properties.write_text(
@@ -948,7 +957,9 @@ class LocalKafka:
                 if name in existing:
                     continue
                 try:
-                    admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+                    admin.create_topics(
+                        {name: {"num_partitions": partitions, "replication_factor": self.config.replication_factor}}
+                    )
                     created.append(name)
                 except TopicAlreadyExistsError:
                     pass
@@ -1086,6 +1097,9 @@ class LocalKafkaCluster:
                     controller_port=int(n["controller_port"]),
                     node_id=int(n["node_id"]),
                     quorum=quorum,
+                    secure=bool(layout.get("secure")),
+                    ssl_port=n.get("ssl_port"),
+                    security_dir=self.data_dir / "security",
                     cluster_id=self.cluster_id,
                     replication_factor=min(3, len(quorum)),
                 )
@@ -1101,6 +1115,10 @@ class LocalKafkaCluster:
     @property
     def data_dir(self) -> Path:
         return self.config.data_dir
+
+    @property
+    def secure(self) -> bool:
+        return bool(self._layout.get("secure"))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -1126,8 +1144,13 @@ class LocalKafkaCluster:
             port = find_free_port()
             if port not in ports:
                 ports.append(port)
-        nodes = [{"node_id": i + 1, "port": ports[i], "controller_port": ports[brokers + i]} for i in range(brokers)]
-        return {"cluster_id": _new_cluster_id(), "nodes": nodes}
+        nodes: list[dict[str, Any]] = [
+            {"node_id": i + 1, "port": ports[i], "controller_port": ports[brokers + i]} for i in range(brokers)
+        ]
+        if self.config.secure:
+            for node in nodes:
+                node["ssl_port"] = find_free_port()
+        return {"cluster_id": _new_cluster_id(), "secure": self.config.secure, "nodes": nodes}
 
     def start(self, wait_seconds: float = 120) -> LocalKafkaCluster:
         """Start every node that is not running, then wait until each is ready."""
@@ -1140,6 +1163,8 @@ class LocalKafkaCluster:
                     node.start(wait=False)
             for node in self.nodes:
                 node.wait_until_ready(max(1.0, deadline - time.monotonic()))
+            if self.secure:
+                self.nodes[0].create_scram_users(CLIENT_USERS)
         except BaseException:
             self.stop(timeout_seconds=10)
             raise

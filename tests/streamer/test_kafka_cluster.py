@@ -9,6 +9,8 @@ resume when one comes back.
 from __future__ import annotations
 
 import gc
+import json
+import os
 import subprocess
 import sys
 import time
@@ -18,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
 
 from streamer.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
+from streamer.settings import settings_from_env
 from tests.conftest import kafka_home_from_env
 
 pytestmark = [
@@ -192,3 +195,59 @@ def test_the_command_line_reports_and_stops_every_node(tmp_path: Path) -> None:
         [*command, "status", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60
     )
     assert after.returncode == 1 and "brokers_running: 0" in after.stdout
+
+
+def test_a_secure_cluster_takes_scram_clients_and_keeps_writing_with_a_node_down(tmp_path: Path) -> None:
+    """``--secure --brokers 3``: TLS between the nodes too, the users and ACLs of one broker, three replicas."""
+    data_dir = tmp_path / "secure-cluster"
+    command = [sys.executable, "-m", "streamer", "kafka"]
+    started = subprocess.run(
+        [*command, "start", "--secure", "--brokers", "3", "--port", str(find_free_port()), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    cluster = LocalKafkaCluster(LocalKafkaConfig(data_dir=data_dir))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert cluster.secure and cluster.status()["brokers_running"] == 3
+        first = cluster.nodes[0]
+        submitter = {**os.environ, **first.client_env("submitter")}
+        worker = settings_from_env(first.client_env("worker"))
+
+        def submit(name: str) -> None:
+            done = subprocess.run(
+                [sys.executable, "-m", "streamer", "submit", f"file:///videos/{name}.mp4"],
+                env=submitter,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+
+        submit("before")
+        client = first.admin()
+        try:
+            (uploads,) = client.describe_topics([worker.topic_uploads])
+        finally:
+            client.close()
+        assert all(len(p["replica_nodes"]) == 3 for p in uploads["partitions"])
+
+        cluster.node(3).kill()
+        submit("with-a-node-down")
+        consumer = KafkaConsumer(
+            worker.topic_uploads,
+            group_id=worker.app_id,  # the worker's ACLs cover its own group only
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=20_000,
+            **worker.kafka_python_options(),
+        )
+        try:
+            uris = {json.loads(record.value)["uri"] for record in consumer}
+        finally:
+            consumer.close()
+        assert {"file:///videos/before.mp4", "file:///videos/with-a-node-down.mp4"} <= uris
+    finally:
+        cluster.stop()
