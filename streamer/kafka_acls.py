@@ -6,8 +6,9 @@ to the local broker through the admin API, and docs/kafka-security.md shows the
 table.  Everything not granted here is refused by a broker whose authorizer has
 ``allow.everyone.if.no.acl.found=false``.
 
-* **worker** - reads uploads and moderator labels, writes verdicts and dead
-  letters, uses its consumer group (the app id), and owns the topics whose
+* **worker** - reads uploads and moderator labels, writes verdicts (and reads
+  them back for the label join) and dead letters, uses its consumer groups (the
+  app id for the Faust app, ``<app id>-uploads`` for the uploads), and owns the topics whose
   names start with ``<app id>-`` (Faust's table changelogs and its
   ``<app id>-__assignor-__leader`` topic), which it creates itself.
 * **submitter** - writes uploads, nothing else.
@@ -26,6 +27,7 @@ import shlex
 from dataclasses import dataclass
 
 from streamer.schemas import Topics
+from streamer.settings import uploads_group
 
 __all__ = ["AclRule", "Principals", "acl_table", "kafka_acls_commands", "least_privilege_acls"]
 
@@ -57,7 +59,8 @@ class AclRule:
 
 
 def least_privilege_acls(app_id: str, topics: Topics, principals: Principals | None = None) -> list[AclRule]:
-    """Every ACL the worker (consumer group ``app_id``), the submitter and the moderation side need."""
+    """Every ACL the worker (consumer groups ``app_id`` and ``<app_id>-uploads``), the submitter and the moderation
+    side need."""
     if not app_id:
         raise ValueError("app_id must not be empty")
     p = principals or Principals()
@@ -73,7 +76,14 @@ def least_privilege_acls(app_id: str, topics: Topics, principals: Principals | N
     return [
         AclRule(p.worker, "TOPIC", "LITERAL", topics.uploads, read, "consume upload events"),
         AclRule(p.worker, "TOPIC", "LITERAL", topics.labels, read, "consume moderator labels"),
-        AclRule(p.worker, "TOPIC", "LITERAL", topics.verdicts, write, "produce verdicts"),
+        AclRule(
+            p.worker,
+            "TOPIC",
+            "LITERAL",
+            topics.verdicts,
+            ("READ", "WRITE", "DESCRIBE"),
+            "produce verdicts, read them back for the label join",
+        ),
         AclRule(p.worker, "TOPIC", "LITERAL", topics.dead_letters, write, "produce dead letters"),
         AclRule(
             p.worker,
@@ -83,7 +93,8 @@ def least_privilege_acls(app_id: str, topics: Topics, principals: Principals | N
             ("CREATE", "READ", "WRITE", "DESCRIBE"),
             "its table changelogs and leader topic",
         ),
-        AclRule(p.worker, "GROUP", "LITERAL", app_id, read, "its consumer group (commits)"),
+        AclRule(p.worker, "GROUP", "LITERAL", app_id, read, "its Faust app's consumer group (label join)"),
+        AclRule(p.worker, "GROUP", "LITERAL", uploads_group(app_id), read, "its uploads consumer group (commits)"),
         AclRule(p.submitter, "TOPIC", "LITERAL", topics.uploads, write, "publish upload events"),
         AclRule(p.moderation, "TOPIC", "LITERAL", topics.labels, write, "publish moderator labels"),
         AclRule(p.moderation, "TOPIC", "LITERAL", topics.verdicts, read, "read verdicts"),

@@ -60,7 +60,7 @@ class WorkerMetrics:
         )
         self.retries = Counter(
             PREFIX + "retries_total",
-            "Retries of transient failures (source downloads, produce) and re-fetches of dropped events, by stage.",
+            "Retries of transient failures (source downloads, produce), by stage.",
             ["stage"],
             registry=registry,
         )
@@ -125,7 +125,7 @@ class WorkerMetrics:
         )
         self.ready = Gauge(
             PREFIX + "worker_ready",
-            "1 when the model is loaded and partitions are assigned.",
+            "1 when the model is loaded and the uploads consumer has its partitions (0 during a rebalance).",
             registry=registry,
         )
         self.label_outcomes = Counter(

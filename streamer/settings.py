@@ -18,6 +18,13 @@ from detectors.sampling import HW_DECODERS, SEEK_MODES
 from streamer.schemas import Topics
 
 PREFIX = "MOTIONGUARD_"
+
+
+def uploads_group(app_id: str) -> str:
+    """The uploads consumer's group for an app id (the Faust app's group is the app id itself)."""
+    return f"{app_id}-uploads"
+
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -56,7 +63,7 @@ class WorkerSettings:
     whose certificate cannot name its address, knowing that it lets anyone with a certificate from
     the same CA pose as the broker."""
     app_id: str = "motionguard"
-    """Kafka consumer group and Faust application id."""
+    """Faust application id: the label join's consumer group; the uploads are consumed as ``<app_id>-uploads``."""
     topic_uploads: str = "video-uploads"
     topic_verdicts: str = "video-verdicts"
     topic_dead_letters: str = "video-uploads-dlq"
@@ -93,11 +100,10 @@ class WorkerSettings:
 
     # --- batching and concurrency -----------------------------------------------
     batch_max_events: int = 8
-    """At most this many upload events share one model batch ..."""
+    """At most this many upload events are in flight (taken from Kafka, not yet committed: what a
+    killed worker's successor processes again) and share one model batch ..."""
     batch_window_ms: int = 50
     """... gathered for at most this long."""
-    refetch_after_seconds: float = 15.0
-    """How long a fetched upload event may stay in nobody's hands (Faust dropped it) before it is fetched again."""
     decode_workers: int = 2
     """Threads running ffmpeg (each ffmpeg is its own process)."""
     decoder_threads: int = 2
@@ -149,8 +155,6 @@ class WorkerSettings:
             raise ValueError("batch_max_events must be >= 1")
         if self.batch_window_ms < 0:
             raise ValueError("batch_window_ms must be >= 0")
-        if self.refetch_after_seconds <= 0:
-            raise ValueError("refetch_after_seconds must be > 0")
         if self.decode_workers < 1:
             raise ValueError("decode_workers must be >= 1")
         if self.decoder_threads < 1:
@@ -189,6 +193,11 @@ class WorkerSettings:
             dead_letters=self.topic_dead_letters,
             labels=self.topic_labels,
         )
+
+    @property
+    def uploads_group(self) -> str:
+        """The uploads consumer's group (the Helm chart's KEDA trigger names it too)."""
+        return uploads_group(self.app_id)
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -5,22 +5,24 @@ Flow per upload event (``video-uploads``, at-least-once)::
     parse + validate -> fetch (file:// or http(s), in a thread) -> sample with
     ffmpeg (same thread) -> embed (shared model batch) -> classify + vote ->
     verdict on ``video-verdicts`` (and, for a failure, the original event plus
-    the reason on ``video-uploads-dlq``) -> ack
+    the reason on ``video-uploads-dlq``) -> commit
 
-* Up to ``batch_max_events`` actors process events concurrently; their frames
+* The uploads topic is consumed by :class:`streamer.uploads.UploadsConsumer`,
+  a service of the Faust app on aiokafka's public consumer API (why: see that
+  module).  An uploads offset is committed only when every earlier event of
+  its partition has its outcome on Kafka.  A killed worker leaves its
+  in-flight events (at most ``batch_max_events``) uncommitted: the next worker
+  processes them again, so a ``video_id`` can get a verdict twice (verdicts
+  are keyed by ``video_id``: consumers keep the last) but never zero times.
+* Up to ``batch_max_events`` events are processed concurrently; their frames
   meet in one :class:`ModelBatcher`, which runs one model call per batch of up
   to ``batch_max_events`` videos or ``batch_window_ms`` milliseconds.
 * Decoding and inference run in thread pools, never on the event loop, so
   heartbeats and the web endpoints stay responsive.
-* An uploads offset is committed only when every earlier event of its
-  partition has its outcome on Kafka (:mod:`streamer.offsets` decides this,
-  not Faust); events Faust fetched but dropped are found and fetched again.  A
-  killed worker leaves its in-flight events uncommitted: the next worker
-  processes them again, so a ``video_id`` can get a verdict twice (verdicts are
-  keyed by ``video_id``: consumers keep the last) but never zero times.
-* Moderator labels (``moderator-labels``) are joined with verdicts by
-  ``video_id`` in Faust tables co-partitioned with the uploads topic, and
-  counted into the accuracy metrics.
+* Moderator labels (``moderator-labels``) are joined with the verdicts
+  (``video-verdicts``, read back by a Faust agent) by ``video_id`` in Faust
+  tables co-partitioned with those two topics, and counted into the accuracy
+  metrics.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -43,7 +45,6 @@ from detectors.pipeline import Detector, ScanResult
 from detectors.provenance import Provenance
 from detectors.types import FloatArray, SampledFrames
 from streamer.metrics import WorkerMetrics, label_outcome
-from streamer.offsets import UploadOffsets, UploadsConsumer, scan_offsets
 from streamer.schemas import (
     EventError,
     ModeratorLabel,
@@ -56,6 +57,7 @@ from streamer.schemas import (
 )
 from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy, fetch_with_retries
+from streamer.uploads import UploadsConsumer, UploadsService
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +180,7 @@ class MotionGuardWorker:
             max_videos=settings.batch_max_events,
             window_seconds=settings.batch_window_ms / 1000.0,
         )
-        self.assigned = False
-        self.offsets = UploadOffsets(stall_seconds=settings.refetch_after_seconds)
-        self._lag_partitions: set[str] = set()
+        self.uploads = UploadsConsumer(settings, self.handle_upload, self.metrics)
         model = detector.model
         self.metrics.model_info.labels(
             name=model.name,
@@ -206,7 +206,7 @@ class MotionGuardWorker:
             )
         elif ssl_context is not None:
             credentials = ssl_context
-        app = _WorkerApp(
+        app = faust.App(
             s.app_id,
             broker=s.faust_broker,
             broker_credentials=credentials,
@@ -220,22 +220,17 @@ class MotionGuardWorker:
             web_port=s.web_port,
             web_bind=s.web_host,
             producer_acks=-1,
-            broker_commit_every=1,
-            broker_commit_interval=1.0,
             stream_wait_empty=True,
             table_cleanup_interval=60.0,
         )
-        app.uploads_topic = s.topic_uploads
-        app.upload_offsets = self.offsets
+
+        def raw_topic(name: str) -> Any:
+            return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
+
         topics = s.topics
-        uploads = app.topic(topics.uploads, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
-        labels = app.topic(topics.labels, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions)
-        self.verdicts_topic = app.topic(
-            topics.verdicts, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions
-        )
-        self.dead_letter_topic = app.topic(
-            topics.dead_letters, key_serializer="raw", value_serializer="raw", partitions=s.topic_partitions
-        )
+        verdicts, labels = raw_topic(topics.verdicts), raw_topic(topics.labels)
+        self.verdicts_topic = verdicts
+        self.dead_letter_topic = raw_topic(topics.dead_letters)
 
         # video_id -> verdict; video_id -> label waiting for its verdict; video_id -> label counted.
         # Daily tumbling windows that expire after label_join_days keep memory bounded: a
@@ -248,37 +243,23 @@ class MotionGuardWorker:
         self.waiting_labels = joined_table("waiting-labels")
         self.counted_labels = joined_table("counted-labels")
 
-        async def score_uploads(stream: faust.StreamT[bytes]) -> None:
-            # What is committed follows self.offsets (see streamer.offsets); the acks only
-            # tell Faust that an event is finished. They are manual because automatic
-            # acks would also ack an event whose actor was cancelled at shutdown.
-            manual = cast("faust.Stream[bytes]", stream).noack()  # noack() is not on StreamT
-            async for event in manual.events():
-                message = event.message
-                fetch_epoch = self.offsets.fetch_epoch(message)
-                if self.offsets.superseded(message.tp, message.offset, fetch_epoch):
-                    # Answered already, or a copy queued before a seek back that fetches it again.
-                    await manual.ack(event)
-                    continue
-                self.offsets.handed(message.tp, message.offset, fetch_epoch)
-                await self.handle_upload(event.key, event.value)
-                self.offsets.done(message.tp, message.offset)
-                await manual.ack(event)
+        async def join_verdicts(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                self.handle_verdict(event.key, event.value)
 
         async def join_labels(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 self.handle_label(event.key, event.value)
 
-        app.agent(uploads, name="score-uploads", concurrency=s.batch_max_events)(score_uploads)
+        app.agent(verdicts, name="join-verdicts")(join_verdicts)
         app.agent(labels, name="join-labels")(join_labels)
-        app.timer(5.0, name="consumer-lag")(self._update_lag)
 
-        async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            self.assigned = True
-            self.metrics.ready.set(1)
-            logger.info("partitions assigned: %d", len(args[0]) if args else 0)
+        async def consume_uploads() -> None:
+            # A runtime dependency starts once the app (its producer, the tables) is up and
+            # stops before it: events in flight at SIGTERM still reach the producer.
+            await app.add_runtime_dependency(UploadsService(self.uploads))
 
-        app.on_partitions_assigned.connect(on_assigned)
+        app.task(consume_uploads)
         self._add_pages(app)
         return app
 
@@ -290,64 +271,15 @@ class MotionGuardWorker:
             return web.json({"status": "alive"})
 
         async def ready(web: Any, request: Any) -> Any:
-            ok = self.assigned
+            ok = self.uploads.assigned
             return web.json(
-                {"ready": ok, "model": self.detector.model.version, "partitions_assigned": self.assigned},
+                {"ready": ok, "model": self.detector.model.version, "partitions_assigned": ok},
                 status=200 if ok else 503,
             )
 
         app.page("/metrics")(metrics_page)
         app.page("/healthz")(healthz)
         app.page("/ready")(ready)
-
-    async def _update_lag(self) -> None:
-        consumer = self.app.consumer
-        uploads = self.settings.topic_uploads
-        current: set[str] = set()
-        for tp in consumer.assignment():
-            if tp.topic != uploads:
-                continue
-            position = await consumer.position(tp)
-            # Faust's committed offset (Kafka's meaning: the next offset to process).
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            idle = self.offsets.in_flight() == 0
-            stalled = self.offsets.stalled(tp, committed, position, idle, time.monotonic())
-            if stalled is not None and position is not None:
-                await self._recover_stalled(tp, stalled, position)
-            highwater = consumer.highwater(tp)
-            if position is not None and highwater is not None:
-                current.add(str(tp.partition))
-                self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
-        for partition in self._lag_partitions - current:  # revoked: another worker reports it now
-            self.metrics.consumer_lag.remove(partition)
-        self._lag_partitions = current
-
-    async def _recover_stalled(self, tp: Any, offset: int, position: int) -> None:
-        """The event at ``offset`` was fetched but never reached an actor: ask the broker what is there."""
-        from kafka.errors import KafkaError
-
-        options = self.settings.kafka_python_options()
-        try:
-            present, reached = await asyncio.to_thread(scan_offsets, options, tp.topic, tp.partition, offset, position)
-        except KafkaError as e:
-            logger.warning("partition %d: cannot look up offset %d (%s); trying again later", tp.partition, offset, e)
-            return
-        absent = self.offsets.mark_scanned(tp, offset, reached, present)
-        if absent:
-            logger.info(
-                "partition %d: %d offsets from %d on hold no record (transaction markers, compaction); "
-                "committing past them", tp.partition, absent, offset,
-            )  # fmt: skip
-        if offset in present:
-            logger.warning(
-                "partition %d: the event at offset %d was fetched but never processed; fetching from there again",
-                tp.partition, offset,
-            )  # fmt: skip
-            if tp in self.app.consumer.assignment():  # not revoked while the broker was asked
-                self.metrics.retries.labels(stage="refetch").inc()
-                await self.app.consumer.seek(tp, offset)
-        elif reached <= offset:
-            logger.warning("partition %d: no answer from the broker for offset %d; trying later", tp.partition, offset)
 
     # -- per-event processing ----------------------------------------------------------
 
@@ -487,11 +419,6 @@ class MotionGuardWorker:
         self.metrics.processing_seconds.observe(processing_seconds)
         if upload_to_verdict is not None:
             self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)
-        if video_id is not None:
-            try:
-                self._remember_verdict(video_id, result.verdict)
-            except Exception:  # the accuracy join must never hold back the verdict stream
-                logger.exception("video %s: could not record the verdict for the label join", video_id)
 
     async def _send(self, topic: Any, key: str | None, value: bytes) -> None:
         """Send and wait for delivery, retrying while the broker is unavailable."""
@@ -510,6 +437,17 @@ class MotionGuardWorker:
                 delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
 
     # -- moderator labels --------------------------------------------------------------
+
+    def handle_verdict(self, key: bytes | None, raw: bytes | None) -> None:
+        """Remember a verdict read back from the verdicts topic for the label join."""
+        try:
+            verdict = json.loads(raw or b"")
+            video_id, value = verdict["video_id"], verdict["verdict"]
+        except (ValueError, TypeError, KeyError):
+            logger.warning("ignoring a record on the verdicts topic that is not a verdict (key %r)", key)
+            return
+        if isinstance(video_id, str) and isinstance(value, str):
+            self._remember_verdict(video_id, value)
 
     def handle_label(self, key: bytes | None, raw: bytes | None) -> None:
         try:
@@ -556,20 +494,6 @@ class MotionGuardWorker:
         self.model_pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _WorkerApp(faust.App):
-    """A Faust app whose consumer lets :class:`UploadOffsets` decide the uploads topic's commits."""
-
-    uploads_topic: str
-    upload_offsets: UploadOffsets
-
-    def _new_consumer(self) -> Any:
-        self.transport.Consumer = UploadsConsumer  # type: ignore[misc]  # the transport's class for consumers
-        consumer = cast(UploadsConsumer, super()._new_consumer())
-        consumer.uploads_topic = self.uploads_topic
-        consumer.upload_offsets = self.upload_offsets
-        return consumer
-
-
 def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> list[str]:
     """Create the four topics where missing, before the consumer subscribes.
 
@@ -609,7 +533,7 @@ def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> li
 
 
 def run_worker(worker: MotionGuardWorker, log_level: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; Faust stops the agents and commits acknowledged offsets."""
+    """Run until SIGTERM/SIGINT: the uploads consumer lets its events in flight finish and commits them first."""
     if worker.settings.create_topics:
         ensure_topics(worker.settings)
     faust_worker = faust.Worker(worker.app, loglevel=log_level.upper(), override_logging=False)

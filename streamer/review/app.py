@@ -426,8 +426,7 @@ async def thumbnails_fragment(request: Request, user: User) -> Response:
     except MotionGuardError as e:
         return TEMPLATES.TemplateResponse(request, "thumbs.html", {"error": e.message, "thumbs": [], "item": None})
     shown = [
-        {"index": i, "seconds": t.seconds, "score": frame_score(item.verdict, t.seconds)}
-        for i, t in enumerate(thumbs)
+        {"index": i, "seconds": t.seconds, "score": frame_score(item.verdict, t.seconds)} for i, t in enumerate(thumbs)
     ]
     return TEMPLATES.TemplateResponse(request, "thumbs.html", {"error": None, "thumbs": shown, "item": item})
 

@@ -524,7 +524,8 @@ def test_keda_trigger_uses_known_kafka_scaler_parameters(render: Render, schemas
         if scaler[name]["enum"]:
             assert value in scaler[name]["enum"], f"{name}={value!r} not in {scaler[name]['enum']}"
     metadata = trigger["metadata"]
-    assert metadata["consumerGroup"] == "motionguard" and metadata["topic"] == "video-uploads"
+    assert metadata["consumerGroup"] == WorkerSettings(app_id="motionguard").uploads_group
+    assert metadata["topic"] == "video-uploads"
     assert metadata["offsetResetPolicy"] == "earliest"
     assert scaled["spec"]["maxReplicaCount"] <= int(
         only(manifests, "ConfigMap")["data"]["MOTIONGUARD_TOPIC_PARTITIONS"]

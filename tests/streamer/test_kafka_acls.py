@@ -30,13 +30,14 @@ def test_each_principal_gets_only_what_it_needs() -> None:
         expected_writes, expected_reads = {
             "User:worker": (
                 {"video-verdicts", "video-uploads-dlq", "motionguard-"},
-                {"video-uploads", "moderator-labels", "motionguard-"},
+                {"video-uploads", "moderator-labels", "video-verdicts", "motionguard-"},
             ),
             "User:submitter": ({"video-uploads"}, set()),
             "User:moderation": ({"moderator-labels"}, {"video-verdicts", "video-uploads-dlq"}),
         }[principal]
         assert (writes, reads) == (expected_writes, expected_reads), principal
     assert ("User:worker", "GROUP", "LITERAL", "motionguard", "READ") in got
+    assert ("User:worker", "GROUP", "LITERAL", "motionguard-uploads", "READ") in got
     assert {op for *_, op in got} <= {"READ", "WRITE", "CREATE", "DESCRIBE"}  # never ALL, ALTER or DELETE
     assert not any(kind == "CLUSTER" for _, kind, *_ in got)
 
