@@ -71,6 +71,9 @@ class WorkerSettings:
     topic_partitions: int = 4
     """Partitions of the topics the worker creates; also caps useful replicas."""
     topic_replication_factor: int = 1
+    topic_min_insync_replicas: int = 1
+    """``min.insync.replicas`` of the topics the worker creates: 2 with 3 replicas, so that an
+    acknowledged verdict survives the loss of a broker (the producers use ``acks=all``)."""
     create_topics: bool = True
     """Create missing topics at start-up (needs the broker's CreateTopics permission)."""
     data_dir: str = "/tmp/motionguard-worker"
@@ -182,6 +185,8 @@ class WorkerSettings:
             raise ValueError(f"{setting_name('ssl_keyfile')} needs {setting_name('ssl_certfile')}")
         if self.topic_partitions < 1:
             raise ValueError("topic_partitions must be >= 1")
+        if not 1 <= self.topic_min_insync_replicas <= self.topic_replication_factor:
+            raise ValueError("topic_min_insync_replicas must be from 1 to topic_replication_factor")
         if self.max_manifest_bytes < 1:
             raise ValueError("max_manifest_bytes must be >= 1")
 

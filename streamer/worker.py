@@ -28,6 +28,7 @@ Flow per upload event (``video-uploads``, at-least-once)::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -62,6 +63,9 @@ from streamer.uploads import UploadsConsumer, UploadsService
 logger = logging.getLogger(__name__)
 
 SEND_RETRY_MAX_SECONDS = 30.0
+#: A verdict or dead letter not delivered after this long makes the worker not ready (a healthy
+#: ``acks=all`` delivery takes milliseconds; the producer itself keeps retrying much longer).
+DELIVERY_STALL_SECONDS = 15.0
 #: The label-join tables keep one window per day (Kafka record time of the event that set the value).
 JOIN_WINDOW_SECONDS = 86400.0
 
@@ -181,6 +185,9 @@ class MotionGuardWorker:
             window_seconds=settings.batch_window_ms / 1000.0,
         )
         self.uploads = UploadsConsumer(settings, self.handle_upload, self.metrics)
+        #: When each delivery under way started (by a counter), to tell a stalled delivery.
+        self.deliveries: dict[int, float] = {}
+        self._delivery_count = itertools.count()
         model = detector.model
         self.metrics.model_info.labels(
             name=model.name,
@@ -260,6 +267,7 @@ class MotionGuardWorker:
             await app.add_runtime_dependency(UploadsService(self.uploads))
 
         app.task(consume_uploads)
+        app.timer(1.0, name="readiness")(self._update_ready)
         self._add_pages(app)
         return app
 
@@ -271,9 +279,16 @@ class MotionGuardWorker:
             return web.json({"status": "alive"})
 
         async def ready(web: Any, request: Any) -> Any:
-            ok = self.uploads.assigned
+            assigned, delivering = self.uploads.assigned, self.delivering()
+            ok = assigned and delivering
+            self.metrics.ready.set(1 if ok else 0)
             return web.json(
-                {"ready": ok, "model": self.detector.model.version, "partitions_assigned": ok},
+                {
+                    "ready": ok,
+                    "model": self.detector.model.version,
+                    "partitions_assigned": assigned,
+                    "delivering": delivering,
+                },
                 status=200 if ok else 503,
             )
 
@@ -421,20 +436,38 @@ class MotionGuardWorker:
             self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)
 
     async def _send(self, topic: Any, key: str | None, value: bytes) -> None:
-        """Send and wait for delivery, retrying while the broker is unavailable."""
+        """Send and wait for delivery (``acks=all``), retrying while Kafka cannot take it.
+
+        While a delivery has waited longer than ``DELIVERY_STALL_SECONDS`` (the partition
+        has no leader, or fewer in-sync replicas than ``min.insync.replicas``) the worker
+        reports not-ready; the event's offset is not committed until its outcome is
+        delivered, so nothing is lost meanwhile."""
         delay = 0.5
-        while True:
-            try:
-                future = await topic.send(key=key.encode() if key else None, value=value)
-                await future
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # aiokafka raises several KafkaError types for an unavailable broker
-                self.metrics.retries.labels(stage="produce").inc()
-                logger.warning("cannot deliver to %s (%s); retrying in %.1f s", topic.get_topic_name(), e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
+        token = next(self._delivery_count)
+        self.deliveries[token] = time.monotonic()
+        try:
+            while True:
+                try:
+                    future = await topic.send(key=key.encode() if key else None, value=value)
+                    await future
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # aiokafka raises several KafkaError types for an unavailable broker
+                    self.metrics.retries.labels(stage="produce").inc()
+                    logger.warning("cannot deliver to %s (%s); retrying in %.1f s", topic.get_topic_name(), e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
+        finally:
+            del self.deliveries[token]
+
+    def delivering(self) -> bool:
+        """No verdict or dead letter has been waiting for Kafka longer than ``DELIVERY_STALL_SECONDS``."""
+        now = time.monotonic()
+        return all(now - started < DELIVERY_STALL_SECONDS for started in self.deliveries.values())
+
+    async def _update_ready(self) -> None:
+        self.metrics.ready.set(1 if self.uploads.assigned and self.delivering() else 0)
 
     # -- moderator labels --------------------------------------------------------------
 
@@ -521,14 +554,26 @@ def ensure_topics(settings: WorkerSettings, timeout_seconds: float = 60.0) -> li
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)])
+                topic = NewTopic(
+                    name,
+                    settings.topic_partitions,
+                    settings.topic_replication_factor,
+                    topic_configs={"min.insync.replicas": str(settings.topic_min_insync_replicas)},
+                )
+                admin.create_topics([topic])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
     finally:
         admin.close()
     if created:
-        logger.info("created topics %s with %d partitions", created, settings.topic_partitions)
+        logger.info(
+            "created topics %s with %d partitions, %d replicas, min.insync.replicas %d",
+            created,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            settings.topic_min_insync_replicas,
+        )
     return created
 
 

@@ -29,7 +29,8 @@ CHART_MANAGED_SETTINGS = {
     "broker", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "app_id",
     "sasl_password_file", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname",  # kafka.* values and Secrets
     "topic_uploads", "topic_verdicts", "topic_dead_letters", "topic_labels", "topic_partitions",
-    "topic_replication_factor", "data_dir", "bundle", "device", "download_dir", "web_host", "web_port",
+    "topic_replication_factor", "topic_min_insync_replicas", "data_dir", "bundle", "device", "download_dir",
+    "web_host", "web_port",
     "worker_name",  # the pod name (HOSTNAME)
     "trust_anchors", "trust_allowed_list",  # files mounted from provenance.trust
 }  # fmt: skip
@@ -204,6 +205,15 @@ def test_replicas_above_the_partition_count_fail(helm: str, sets: tuple[str, ...
     args = [part for item in sets for part in ("--set", item)]
     error = render_fails(helm, *args)
     assert "must not exceed kafka.uploadsPartitions" in error, error
+
+
+def test_topic_durability_values(helm: str, render: Render) -> None:
+    """Three replicas and two in sync reach the worker; more in sync than replicas cannot render."""
+    data = only(render(None, "kafka.replicationFactor=3", "kafka.minInsyncReplicas=2"), "ConfigMap")["data"]
+    settings = settings_from_env({k: v for k, v in data.items() if k.startswith(PREFIX)})
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (3, 2)
+    error = render_fails(helm, "--set", "kafka.minInsyncReplicas=2")
+    assert "must not exceed kafka.replicationFactor" in error, error
 
 
 def test_replicas_equal_to_the_partition_count_render(render: Render) -> None:

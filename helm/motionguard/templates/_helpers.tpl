@@ -107,6 +107,9 @@ partition count would sit idle (holding a GPU, perhaps), so they are refused.
 */}}
 {{- define "motionguard.validate" -}}
 {{- $partitions := int .Values.kafka.uploadsPartitions }}
+{{- if gt (int .Values.kafka.minInsyncReplicas) (int .Values.kafka.replicationFactor) }}
+{{- fail (printf "kafka.minInsyncReplicas (%d) must not exceed kafka.replicationFactor (%d): no write could ever be acknowledged" (int .Values.kafka.minInsyncReplicas) (int .Values.kafka.replicationFactor)) }}
+{{- end }}
 {{- $hpa := .Values.autoscaling.hpa }}
 {{- $keda := .Values.autoscaling.keda }}
 {{- if and $hpa.enabled $keda.enabled }}
