@@ -592,6 +592,36 @@ def _gpu_tables(data: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def failover_section(data: dict[str, Any] | None) -> list[str]:
+    out = ["## 6. Broker failover (three-node cluster)", ""]
+    if data is None:
+        return [*out, "Not run (`python -m benchmarks.bench_failover`).", ""]
+    env = " ".join(f"{k}={v}" for k, v in data["worker_env"].items())
+    out += [
+        f"Command: `.venv/bin/{data['command']}` - {data['started_at']}, {_load_text(data)}.",
+        "",
+        "A real three-node Kafka 3.9 cluster (`motionguard kafka start --brokers 3`: KRaft, every node broker and "
+        f"controller) and a real worker process ({env}; the tiny random test model, so the latency is Kafka's and "
+        f"the worker's). Uploads at {_f(data['rate_per_second'], 1)}/s for {_f(data['seconds'], 0)} s; a third of "
+        "the way in, the leader of partition 0 of one topic is killed with SIGKILL and stays down. Latency = the "
+        "first verdict's `decided_at` minus the upload's `uploaded_at`; the pause is the longest time without "
+        "any verdict after the kill.",
+        "",
+        "| broker killed | uploads | verdicts | duplicates | errors | p50 | p95 | p99 | p50 / p95 / p99 of uploads "
+        "sent in the 20 s after the kill | verdicts stopped for | first verdict of an upload sent after the kill |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in data["runs"]:
+        out.append(
+            f"| {run['killed']} | {run['uploads']} | {run['verdicts']} | {run['duplicates']} | {run['errors']} | "
+            f"{_f(run['p50_seconds'])} s | {_f(run['p95_seconds'])} s | {_f(run['p99_seconds'])} s | "
+            f"{_f(run['after_kill_p50_seconds'])} / {_f(run['after_kill_p95_seconds'])} / "
+            f"{_f(run['after_kill_p99_seconds'])} s | {_f(run['longest_pause_seconds'])} s | "
+            f"{_f(run['first_new_verdict_seconds'])} s |"
+        )
+    return [*out, ""]
+
+
 def render(cache: Path) -> str:
     sampling, scan, worker = _load(cache, "sampling"), _load(cache, "scan"), _load(cache, "worker")
     gpu_runs, gpu_cpu = _load_gpu_runs(cache), _load(cache, "gpu-cpu")
@@ -626,6 +656,7 @@ def render(cache: Path) -> str:
     lines += changes_section(scan)
     lines += worker_section(worker)
     lines += gpu_section(gpu_runs, gpu_cpu)
+    lines += failover_section(_load(cache, "failover"))
     return "\n".join(lines).rstrip() + "\n"
 
 
