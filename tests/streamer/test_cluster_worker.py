@@ -120,14 +120,18 @@ def test_a_killed_partition_leader_costs_no_upload(
     victim = 0
     with WorkerProcess(cluster.bootstrap_servers, topics, video_root, tmp_path / "w", extra_env=DURABLE) as worker:
         worker.start()
-        admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
-        try:
-            configs = admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, topics.verdicts)], config_filter="all"
-            )
-        finally:
-            admin.close()
-        assert configs["topic"][topics.verdicts]["min.insync.replicas"]["value"] == "2"
+
+        def verdicts_config() -> dict[str, Any]:
+            admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
+            try:
+                configs = admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topics.verdicts)], config_filter="all"
+                )
+            finally:
+                admin.close()
+            return dict(configs.get("topic", {}).get(topics.verdicts, {}))
+
+        assert wait_for(verdicts_config, 30, "the verdicts topic's configuration")["min.insync.replicas"]["value"] == "2"
         assert all(p["isr"] == [1, 2, 3] for p in describe(cluster, topics.verdicts).values())
 
         events = [(v, upload_event(v, uri, uploaded_at=format_time(utc_now()))) for v in ids]

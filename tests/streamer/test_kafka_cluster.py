@@ -8,6 +8,7 @@ resume when one comes back.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AioKafkaError
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
 
@@ -100,19 +103,26 @@ def new_topic(cluster: LocalKafkaCluster, partitions: int = 2) -> str:
 
 
 def produce(cluster: LocalKafkaCluster, topic: str, count: int, timeout_seconds: float = 30.0) -> None:
-    """Send ``count`` records with ``acks=all``; a record not acknowledged within the timeout fails."""
-    producer = KafkaProducer(
-        bootstrap_servers=cluster.bootstrap_servers,
-        acks="all",
-        request_timeout_ms=5_000,
-        delivery_timeout_ms=int(timeout_seconds * 1000),
-    )
-    try:
-        futures = [producer.send(topic, key=str(i).encode(), value=b"x") for i in range(count)]
-        for future in futures:
-            future.get(timeout=timeout_seconds + 15)
-    finally:
-        producer.close(timeout=timeout_seconds + 15)
+    """Send ``count`` records with ``acks=all``; raises a ``KafkaError`` when they are not acknowledged in time.
+
+    aiokafka rather than kafka-python: its producer is closed for certain when the call returns,
+    while kafka-python's sender thread can outlive a failed close and keep dialling dead nodes."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=cluster.bootstrap_servers, acks="all", request_timeout_ms=int(timeout_seconds * 1000)
+        )
+        await producer.start()
+        try:
+            async with asyncio.timeout(timeout_seconds + 15):
+                for i in range(count):
+                    await producer.send_and_wait(topic, key=str(i).encode(), value=b"x")
+        except TimeoutError as e:
+            raise AioKafkaError(f"not acknowledged within {timeout_seconds + 15:.0f} s") from e
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 def test_three_nodes_run_and_topics_get_three_replicas_and_two_in_sync(cluster: LocalKafkaCluster) -> None:
@@ -123,12 +133,17 @@ def test_three_nodes_run_and_topics_get_three_replicas_and_two_in_sync(cluster: 
     topic = new_topic(cluster)
     for state in partition_state(cluster, topic).values():
         assert state["isr"] == [1, 2, 3]
-    client = admin(cluster)
-    try:
-        configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
-    finally:
-        client.close()
-    values = {name: entry["value"] for name, entry in configs["topic"][topic].items()}
+
+    def topic_config() -> dict[str, str]:
+        """The topic's configuration (empty until the broker asked knows the topic)."""
+        client = admin(cluster)
+        try:
+            configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        finally:
+            client.close()
+        return {name: entry["value"] for name, entry in configs.get("topic", {}).get(topic, {}).items()}
+
+    values = wait_for(topic_config, 30, f"{topic}'s configuration")
     assert values["min.insync.replicas"] == "2"
     produce(cluster, topic, 10)
 
@@ -158,7 +173,7 @@ def test_with_two_nodes_down_writes_stop_and_resume_when_one_returns(cluster: Lo
     try:
         for node in down:
             node.kill()
-        with pytest.raises(KafkaError):
+        with pytest.raises(AioKafkaError):
             produce(cluster, topic, 1, timeout_seconds=15)
         down[0].start(wait_seconds=90)
         produce(cluster, topic, 3, timeout_seconds=60)
