@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detectors.types import SampledFrames, VideoProbe
+from streamer.batcher import ModelBatcher
 from streamer.metrics import WorkerMetrics
-from streamer.worker import ModelBatcher
 
 PROBE = VideoProbe("x.mp4", "mov", "h264", 8, 8, 0, 1.0, 25.0, 25, 100)
 

@@ -131,7 +131,8 @@ def test_a_killed_partition_leader_costs_no_upload(
                 admin.close()
             return dict(configs.get("topic", {}).get(topics.verdicts, {}))
 
-        assert wait_for(verdicts_config, 30, "the verdicts topic's configuration")["min.insync.replicas"]["value"] == "2"
+        config = wait_for(verdicts_config, 30, "the verdicts topic's configuration")
+        assert config["min.insync.replicas"]["value"] == "2"
         assert all(p["isr"] == [1, 2, 3] for p in describe(cluster, topics.verdicts).values())
 
         events = [(v, upload_event(v, uri, uploaded_at=format_time(utc_now()))) for v in ids]

@@ -29,10 +29,7 @@ def make_worker(detector: Any, root: Path) -> tuple[MotionGuardWorker, list[tupl
     async def send(topic: Any, key: str | None, value: bytes) -> None:
         sent.append((topic.get_topic_name(), key, value))
 
-    worker._send = send  # type: ignore[method-assign]
-    # The label-join tables are Faust state that only exists inside a running agent.
-    remembered: list[tuple[str, str]] = []
-    worker._remember_verdict = lambda video_id, verdict: remembered.append((video_id, verdict))  # type: ignore[method-assign]
+    worker.scorer._send = send  # type: ignore[method-assign]
     return worker, sent
 
 
@@ -46,7 +43,7 @@ def test_an_unexpected_model_failure_becomes_an_error_verdict_and_a_dead_letter(
     worker.batcher.embed_many = exploding_model
     event = json.dumps({"video_id": "v-1", "uri": video.as_uri()}).encode()
     try:
-        asyncio.run(worker.handle_upload(b"v-1", event))  # must not raise: the partition would stall
+        asyncio.run(worker.scorer.handle_upload(b"v-1", event))  # must not raise: the partition would stall
     finally:
         worker.close()
 
@@ -64,33 +61,19 @@ def test_an_unexpected_model_failure_becomes_an_error_verdict_and_a_dead_letter(
     assert worker.metrics.in_flight._value.get() == 0
 
 
-def test_a_failing_label_join_does_not_hold_back_the_verdict(detector: Any, tmp_path: Path) -> None:
-    video = make_video(tmp_path / "ok.mp4", codec="h264", seconds=1.0, width=64, height=48, fps=10)
-    worker, sent = make_worker(detector, tmp_path)
-
-    def broken_join(video_id: str, verdict: str) -> None:
-        raise RuntimeError("table unavailable")
-
-    worker._remember_verdict = broken_join  # type: ignore[method-assign]
-    event = json.dumps({"video_id": "v-2", "uri": video.as_uri()}).encode()
-    try:
-        asyncio.run(worker.handle_upload(b"v-2", event))
-    finally:
-        worker.close()
-    assert [(topic, key) for topic, key, _ in sent] == [(worker.settings.topics.verdicts, "v-2")]
-    verdict = json.loads(sent[0][2])
-    assert verdict["error"] is None and verdict["frames_scored"] == 2
-
-
 def test_verdicts_read_back_from_the_topic_feed_the_label_join(detector: Any, tmp_path: Path) -> None:
     worker, _ = make_worker(detector, tmp_path)
     remembered: list[tuple[str, str]] = []
-    worker._remember_verdict = lambda video_id, verdict: remembered.append((video_id, verdict))  # type: ignore[method-assign]
+    worker.label_join._remember_verdict = lambda video_id, verdict: remembered.append((video_id, verdict))  # type: ignore[method-assign]
     try:
-        worker.handle_verdict(b"v-3", json.dumps({"video_id": "v-3", "verdict": "real", "score": 0.1}).encode())
-        worker.handle_verdict(None, json.dumps({"video_id": None, "verdict": "error"}).encode())  # no id: no join
-        worker.handle_verdict(b"x", b"{not json")
-        worker.handle_verdict(b"x", b"[1, 2]")
+        worker.label_join.handle_verdict(
+            b"v-3", json.dumps({"video_id": "v-3", "verdict": "real", "score": 0.1}).encode()
+        )
+        worker.label_join.handle_verdict(
+            None, json.dumps({"video_id": None, "verdict": "error"}).encode()
+        )  # no id: no join
+        worker.label_join.handle_verdict(b"x", b"{not json")
+        worker.label_join.handle_verdict(b"x", b"[1, 2]")
     finally:
         worker.close()
     assert remembered == [("v-3", "real")]
