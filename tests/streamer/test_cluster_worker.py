@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import gc
 import statistics
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from streamer.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_
 from streamer.schemas import format_time, utc_now
 from streamer.settings import WorkerSettings
 from tests.conftest import kafka_home_from_env
-from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event, wait_for
 from tests.videofactory import make_video
 
 pytestmark = [
@@ -66,17 +65,6 @@ def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("uploads")
     make_video(root / "a.mp4", codec="h264", seconds=1.0, width=96, height=64, fps=10)
     return root
-
-
-def wait_for(condition: Callable[[], Any], timeout_seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def describe(cluster: LocalKafkaCluster, topic: str) -> dict[int, dict[str, Any]]:

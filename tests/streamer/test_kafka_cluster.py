@@ -13,9 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from kafka.errors import KafkaError
 from streamer.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
 from streamer.settings import settings_from_env
 from tests.conftest import kafka_home_from_env
+from tests.streamer.harness import wait_for
 
 pytestmark = [
     pytest.mark.kafka,
@@ -56,17 +56,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaClus
     )
     with LocalKafkaCluster(config, brokers=3) as running:
         yield running
-
-
-def wait_for(condition: Callable[[], Any], timeout_seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def admin(cluster: LocalKafkaCluster) -> KafkaAdminClient:
