@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,17 +40,24 @@ def kafka_home_from_env() -> Path | None:
     return Path(value) if value else None
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    """A real Kafka broker for the whole session, stopped at the end."""
-    config = LocalKafkaConfig(
-        port=find_free_port(),
-        data_dir=tmp_path_factory.mktemp("kafka-broker") / "data",
-        kafka_home=kafka_home_from_env(),
-    )
+@contextmanager
+def local_kafka(data_dir: Path) -> Iterator[LocalKafka]:
+    """A running single-node broker on a free port, its data in ``data_dir``; stopped on exit."""
+    config = LocalKafkaConfig(port=find_free_port(), data_dir=data_dir, kafka_home=kafka_home_from_env())
     broker = LocalKafka(config)
     broker.start(wait_seconds=120)
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A real Kafka broker for the whole session, stopped at the end.
+
+    Never stopped or restarted by a test: a test that does that gets a broker of
+    its own from :func:`local_kafka`.
+    """
+    with local_kafka(tmp_path_factory.mktemp("kafka-broker") / "data") as broker:
+        yield broker

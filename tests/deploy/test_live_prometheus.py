@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,12 +32,22 @@ from tests.deploy.conftest import (
     rule_exprs,
     substitute_grafana_variables,
 )
-from tests.streamer.harness import TopicReader, WorkerProcess, free_port, new_topics, send_all, upload_event
+from tests.streamer.harness import (
+    TopicReader,
+    WorkerProcess,
+    free_port,
+    new_topics,
+    send_all,
+    upload_event,
+    wait_for,
+)
 from tests.videofactory import make_text_file, make_video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SCRAPE_JOB = "motionguard"  # the alerts select up{job="motionguard"}
+UPLOADS = 8  # six good, one not a video, one malformed
+LABELS = 6  # one per good upload
 
 
 def _api(port: int, path: str, **params: str) -> dict[str, Any]:
@@ -77,9 +86,22 @@ def worker(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for i, v in enumerate(good)
     ]
     send_all(kafka_broker.bootstrap_servers, topics.labels, labels)
-    time.sleep(2)
+    wait_for(lambda: _label_outcomes(process) == LABELS, 60, f"{LABELS} label outcomes", workers=(process,))
     yield process
     process.terminate()
+
+
+def _label_outcomes(worker: WorkerProcess) -> float:
+    return sum(v for k, v in worker.metrics().items() if k.startswith("motionguard_label_outcomes_total"))
+
+
+def _value(port: int, query: str) -> float | None:
+    """The single value of an instant query, ``None`` while it has none (or Prometheus does not answer)."""
+    try:
+        samples = _api(port, "/api/v1/query", query=query).get("data", {}).get("result", [])
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    return float(samples[0]["value"][1]) if len(samples) == 1 else None
 
 
 @pytest.fixture(scope="module")
@@ -107,21 +129,25 @@ def prometheus(worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) 
         stderr=subprocess.STDOUT,
     )
     log.close()
+
+    def scraped(query: str) -> float | None:
+        assert process.poll() is None, (workdir / "prometheus.log").read_text()[-3000:]
+        return _value(port, query)
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (workdir / "prometheus.log").read_text()[-3000:]
-            try:
-                result = _api(port, "/api/v1/query", query=f'up{{job="{SCRAPE_JOB}"}}')
-                samples = result.get("data", {}).get("result", [])
-                if samples and samples[0]["value"][1] == "1":
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError("Prometheus never scraped the worker")
-        time.sleep(5)  # a few scrapes, so rate() and histogram_quantile() have data
+        # rate() and histogram_quantile() need two samples in their range: wait for three scrapes
+        # of the worker, the last one after it had counted every upload and label.
+        scrapes = f'count_over_time(up{{job="{SCRAPE_JOB}"}}[1m]) >= 3 and up{{job="{SCRAPE_JOB}"}} == 1'
+        wait_for(lambda: scraped(scrapes), 60, "three scrapes of the worker by Prometheus", interval_seconds=0.5)
+        wait_for(
+            lambda: (
+                scraped("sum(motionguard_videos_processed_total)") == UPLOADS
+                and scraped("sum(motionguard_label_outcomes_total)") == LABELS
+            ),
+            30,
+            f"Prometheus to have scraped {UPLOADS} verdicts and {LABELS} label outcomes",
+            interval_seconds=0.5,
+        )
         yield port
     finally:
         process.terminate()
@@ -158,23 +184,20 @@ def test_every_metric_named_is_exported_by_the_worker(worker: WorkerProcess) -> 
 
 
 def test_every_rule_evaluates_healthy(prometheus: int) -> None:
-    deadline = time.monotonic() + 20
-    while True:
+    def evaluated_rules() -> list[dict[str, Any]]:
+        """Every rule, once each has been evaluated at least once (health "unknown" until then)."""
         groups = _api(prometheus, "/api/v1/rules")["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        unhealthy = {rule["name"]: rule.get("lastError") for rule in rules if rule.get("health") != "ok"}
-        if not unhealthy or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+        return rules if all(rule.get("health") != "unknown" for rule in rules) else []
+
+    rules = wait_for(evaluated_rules, 20, "Prometheus to evaluate every rule", interval_seconds=1)
     assert len(rules) == len(rule_exprs())
+    unhealthy = {rule["name"]: rule.get("lastError") for rule in rules if rule.get("health") != "ok"}
     assert unhealthy == {}
 
 
 def test_dashboard_panels_show_what_the_worker_did(prometheus: int) -> None:
     """The processed events are visible through Prometheus, not only parseable."""
-    result = _api(prometheus, "/api/v1/query", query="sum(motionguard_videos_processed_total)")
-    assert float(result["data"]["result"][0]["value"][1]) == 8
-    result = _api(prometheus, "/api/v1/query", query='motionguard_errors_total{reason="not_a_video"}')
-    assert float(result["data"]["result"][0]["value"][1]) == 1
-    outcomes = _api(prometheus, "/api/v1/query", query="sum(motionguard_label_outcomes_total)")
-    assert float(outcomes["data"]["result"][0]["value"][1]) == 6
+    assert _value(prometheus, "sum(motionguard_videos_processed_total)") == UPLOADS
+    assert _value(prometheus, 'motionguard_errors_total{reason="not_a_video"}') == 1
+    assert _value(prometheus, "sum(motionguard_label_outcomes_total)") == LABELS

@@ -16,15 +16,44 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import CoordinatorNotAvailableError
+
+from streamer.settings import uploads_group
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T],
+    timeout_seconds: float,
+    what: str,
+    workers: tuple[WorkerProcess, ...] = (),
+    interval_seconds: float = 0.3,
+) -> T:
+    """Poll ``condition()`` until it returns something truthy, and return that.
+
+    After ``timeout_seconds`` fail with ``what`` (say what was awaited), the last
+    value seen, and the log tails of ``workers``.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = "".join(f"\n--- worker {w.data_dir.name} log:\n{w.log_tail(80)}" for w in workers)
+            raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what} (last: {value!r}){logs}")
+        time.sleep(interval_seconds)
 
 
 def free_port() -> int:
@@ -53,6 +82,11 @@ class Topics:
     @property
     def labels(self) -> str:
         return f"{self.prefix}-labels"
+
+    @property
+    def uploads_group(self) -> str:
+        """The worker's uploads consumer group (the label join's group is the prefix itself)."""
+        return uploads_group(self.prefix)
 
     def env(self) -> dict[str, str]:
         return {
@@ -153,10 +187,13 @@ class WorkerProcess:
             time.sleep(0.3)
         raise AssertionError(f"worker not ready after {timeout_seconds} s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_text(self) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def metrics(self) -> dict[str, float]:
         """Parse /metrics into ``{'name{labels}': value}``."""
@@ -214,10 +251,60 @@ def send_all(
         prod.close()
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> the offset the next record will get."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    finally:
+        consumer.close()
+    return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """partition -> the offset ``group`` committed on ``topic`` (partitions it never committed are absent)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="motionguard-tests")
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group) or {}
+    except CoordinatorNotAvailableError:  # nobody ever committed on this broker: no offsets topic yet
+        return {}
+    finally:
+        admin.close()
+    return {tp.partition: int(meta.offset) for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """partition -> records on ``topic`` that ``group`` has not committed yet (only partitions behind)."""
+    committed = committed_offsets(bootstrap, group, topic)
+    lag = {partition: end - committed.get(partition, 0) for partition, end in end_offsets(bootstrap, topic).items()}
+    return {partition: behind for partition, behind in lag.items() if behind > 0}
+
+
+def wait_caught_up(
+    bootstrap: str, group: str, topic: str, timeout_seconds: float, workers: tuple[WorkerProcess, ...] = ()
+) -> None:
+    """Wait until ``group`` has committed every record ``topic`` holds now: it has processed them all."""
+    behind: dict[int, int] = {}
+
+    def caught_up() -> bool:
+        behind.clear()
+        behind.update(group_lag(bootstrap, group, topic))
+        return not behind
+
+    try:
+        wait_for(caught_up, timeout_seconds, f"group {group} to commit the end of {topic}", workers=workers)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nstill behind (partition: records): {behind}") from None
+
+
 class TopicReader:
     """Reads every record of a topic from the beginning, keeping them all."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.next_offsets: dict[int, int] = {}  # partition -> offset after the last record read
         self.consumer = KafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -231,7 +318,20 @@ class TopicReader:
     def poll(self, timeout_ms: int = 300) -> list[dict[str, Any]]:
         """Fetch what has arrived (waiting at most ``timeout_ms``); return every record so far."""
         for messages in self.consumer.poll(timeout_ms=timeout_ms).values():
-            self.records.extend(json.loads(message.value) for message in messages)
+            for message in messages:
+                self.records.append(json.loads(message.value))
+                self.next_offsets[message.partition] = message.offset + 1
+        return self.records
+
+    def read_to_end(self, timeout_seconds: float) -> list[dict[str, Any]]:
+        """Read every record the topic holds now (up to its end offsets); return every record so far."""
+        ends = {p: end for p, end in end_offsets(self.bootstrap, self.topic).items() if end > 0}
+
+        def at_end() -> bool:
+            self.poll()
+            return all(self.next_offsets.get(p, 0) >= end for p, end in ends.items())
+
+        wait_for(at_end, timeout_seconds, f"the records of {self.topic} up to offsets {ends}", interval_seconds=0)
         return self.records
 
     def wait_for(

@@ -9,11 +9,9 @@ own cluster: it kills its brokers.
 
 from __future__ import annotations
 
-import gc
 import statistics
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,29 +25,13 @@ from streamer.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_
 from streamer.schemas import format_time, utc_now
 from streamer.settings import WorkerSettings
 from tests.conftest import kafka_home_from_env
-from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event, wait_for
 from tests.videofactory import make_video
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.slow,
-    # kafka-python 3.0.12 leaves the socket of a refused connection to a killed node unclosed
-    # (see tests/streamer/test_kafka_cluster.py); collected after each test and ignored here.
-    pytest.mark.filterwarnings(r"ignore:Exception ignored in. <socket\.socket:pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <function Kafka(Producer|Consumer)\.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 BATCH_MAX_EVENTS = WorkerSettings().batch_max_events
 DURABLE = {"MOTIONGUARD_TOPIC_REPLICATION_FACTOR": "3", "MOTIONGUARD_TOPIC_MIN_INSYNC_REPLICAS": "2"}
-
-
-@pytest.fixture(autouse=True)
-def collect_leaked_sockets() -> Iterator[None]:
-    yield
-    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +48,6 @@ def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("uploads")
     make_video(root / "a.mp4", codec="h264", seconds=1.0, width=96, height=64, fps=10)
     return root
-
-
-def wait_for(condition: Callable[[], Any], timeout_seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def describe(cluster: LocalKafkaCluster, topic: str) -> dict[int, dict[str, Any]]:

@@ -9,14 +9,12 @@ resume when one comes back.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +28,9 @@ from kafka.errors import KafkaError
 from streamer.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
 from streamer.settings import settings_from_env
 from tests.conftest import kafka_home_from_env
+from tests.streamer.harness import wait_for
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.slow,
-    # kafka-python 3.0.12's producer thread leaves the socket of a refused connection to a killed
-    # node unclosed (allocated in kafka/net/inet.py, never closed by kafka/net/manager.py); the
-    # broker failures are what this module is about, so those leaks are collected and ignored here.
-    pytest.mark.filterwarnings(r"ignore:Exception ignored in. <socket\.socket:pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <function KafkaProducer\.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def collect_leaked_sockets() -> Iterator[None]:
-    """Collect kafka-python's leaked sockets while this module's warning filters apply."""
-    yield
-    gc.collect()
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +40,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaClus
     )
     with LocalKafkaCluster(config, brokers=3) as running:
         yield running
-
-
-def wait_for(condition: Callable[[], Any], timeout_seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def admin(cluster: LocalKafkaCluster) -> KafkaAdminClient:

@@ -1,19 +1,31 @@
 """Nothing lost: a worker killed mid-stream, and a broker restarted mid-stream.
 
 Duplicates are allowed (at-least-once); a ``video_id`` without a verdict is not.
+The broker-restart test restarts a broker of its own, never the session's.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streamer.kafka_local import LocalKafka
 from streamer.settings import WorkerSettings
-from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from tests.conftest import local_kafka
+from tests.streamer.harness import (
+    TopicReader,
+    WorkerProcess,
+    new_topics,
+    send_all,
+    upload_event,
+    wait_caught_up,
+    wait_for,
+)
 from tests.videofactory import make_video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -127,9 +139,12 @@ def test_sigterm_drains_and_a_restart_resumes_from_committed_offsets(
         send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in second_ids])
         restarted = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w2").start()
         try:
-            records = reader.wait_for(set(second_ids), timeout_seconds=180, workers=(worker, restarted))
-            time.sleep(3)
-            records = reader.poll()
+            reader.wait_for(set(second_ids), timeout_seconds=180, workers=(worker, restarted))
+            # Once the restarted worker has committed every upload, every verdict it gives is on the
+            # topic (an offset is committed only after its outcome): a first_id answered again would be.
+            bootstrap, group = kafka_broker.bootstrap_servers, topics.uploads_group
+            wait_caught_up(bootstrap, group, topics.uploads, timeout_seconds=60, workers=(restarted,))
+            records = reader.read_to_end(timeout_seconds=30)
         finally:
             restarted.terminate()
     finally:
@@ -139,23 +154,43 @@ def test_sigterm_drains_and_a_restart_resumes_from_committed_offsets(
     assert all(per_id[v] == 1 for v in first_ids), per_id
 
 
-def test_worker_recovers_from_a_broker_restart(kafka_broker: Any, video_root: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A broker for one test that stops and restarts it (the session's broker is shared)."""
+    with local_kafka(tmp_path / "kafka") as broker:
+        yield broker
+
+
+#: What the worker's Kafka clients log once they find the broker gone (aiokafka's messages).
+BROKER_LOST = ("Unable connect to node", "marking coordinator dead", "Marking the coordinator dead")
+
+
+def test_worker_recovers_from_a_broker_restart(own_broker: LocalKafka, video_root: Path, tmp_path: Path) -> None:
+    bootstrap = own_broker.bootstrap_servers
     topics = new_topics("broker")
-    topics.create(kafka_broker.bootstrap_servers)
+    topics.create(bootstrap)
     uri = (video_root / "a.mp4").as_uri()
-    worker = WorkerProcess(kafka_broker.bootstrap_servers, topics, video_root, tmp_path / "w").start()
-    reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
+    worker = WorkerProcess(bootstrap, topics, video_root, tmp_path / "w").start()
+    reader = TopicReader(bootstrap, topics.verdicts)
     try:
         first = [f"broker-a-{i}" for i in range(10)]
-        send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in first])
+        send_all(bootstrap, topics.uploads, [(v, upload_event(v, uri)) for v in first])
         reader.wait_for(set(first[:3]), timeout_seconds=120)
         reader.close()
-        kafka_broker.stop()
-        time.sleep(3)
-        kafka_broker.start()
+        logged = len(worker.log_text())
+        assert own_broker.stop(), "the broker was not running"
+        # The broker stays down until the worker has noticed: its clients fail to reach it.
+        wait_for(
+            lambda: any(line in worker.log_text()[logged:] for line in BROKER_LOST),
+            60,
+            "the worker to log that the broker is gone",
+            workers=(worker,),
+        )
+        own_broker.start(wait_seconds=120)
+        assert own_broker.bootstrap_servers == bootstrap, "restarted on another port"
         second = [f"broker-b-{i}" for i in range(10)]
-        send_all(kafka_broker.bootstrap_servers, topics.uploads, [(v, upload_event(v, uri)) for v in second])
-        reader = TopicReader(kafka_broker.bootstrap_servers, topics.verdicts)
+        send_all(bootstrap, topics.uploads, [(v, upload_event(v, uri)) for v in second])
+        reader = TopicReader(bootstrap, topics.verdicts)
         records = reader.wait_for(set(first) | set(second), timeout_seconds=240, workers=(worker,))
         assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
     finally:

@@ -62,15 +62,36 @@ async def committed_is(settings: WorkerSettings, offset: int) -> bool:
     return await asyncio.to_thread(committed, settings) == offset
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], timeout_seconds: float = 60.0) -> None:
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_seconds: float = 60.0, what: str = "the condition"
+) -> None:
+    """:func:`tests.streamer.harness.wait_for` for a condition checked on the event loop."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_seconds
     while True:
         result = condition()
         if await result if isinstance(result, Awaitable) else result:
             return
-        assert loop.time() < deadline, "condition not met in time"
+        assert loop.time() < deadline, f"timed out after {timeout_seconds:.0f} s waiting for {what}"
         await asyncio.sleep(0.1)
+
+
+def count_polls(uploads: UploadsConsumer) -> list[int]:
+    """Count the uploads consumer's polls (its consumer's public ``getmany``, wrapped on this instance).
+
+    Each poll is where the consumer decides whether to take more events, so two polls after
+    a state prove that it had the chance to take an event it must not.
+    """
+    consumer = uploads.consumer
+    getmany = consumer.getmany
+    polls = [0]
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        polls[0] += 1
+        return await getmany(*args, **kwargs)
+
+    consumer.getmany = counted
+    return polls
 
 
 class Handler:
@@ -117,10 +138,12 @@ def test_only_the_finished_prefix_is_committed_and_in_flight_stays_bounded(kafka
     handler = Handler(hold={4})
 
     async def scenario(uploads: UploadsConsumer) -> None:
+        polls = count_polls(uploads)
         # 4 is held: 5 and 6 finish behind it, and then the 3 in flight (4, 5, 6) fill the window.
-        await until(lambda: handler.finished[-2:] == [5, 6] and uploads.in_flight() == 3)
-        await until(lambda: committed_is(settings, 4))
-        await asyncio.sleep(1.0)  # room for a wrong extra event or commit to show
+        await until(lambda: handler.finished[-2:] == [5, 6] and uploads.in_flight() == 3, what="a full window")
+        await until(lambda: committed_is(settings, 4), what="the commit of 4")
+        seen = polls[0]
+        await until(lambda: polls[0] >= seen + 2, what="two polls with the window full")
         assert handler.started == [0, 1, 2, 3, 4, 5, 6], "no event taken beyond the window"
         assert await asyncio.to_thread(committed, settings) == 4
         assert uploads.assigned
@@ -194,8 +217,8 @@ def test_a_rebalance_commits_what_finished_before_the_partition_moves(kafka_brok
 
             # The group rebalances: the first stops taking events and waits for 4.
             runs.append(asyncio.get_running_loop().create_task(join()))
-            await until(lambda: not consumers[0].assigned)
-            await asyncio.sleep(0.5)
+            # The first is in its revoke handler, holding the partition while it waits for 4.
+            await until(lambda: bool(consumers[0].revoking), what="the first consumer's revoke")
             first.release.set()  # 4 finishes within the revoke wait
             await until(lambda: committed_is(settings, 12))
         finally:

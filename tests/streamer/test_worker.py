@@ -1,7 +1,9 @@
 """The streaming worker end to end, against the real Apache Kafka the test session starts.
 
-One worker process serves most tests of this module (its own topics and
-consumer group); the kill-and-restart and broker-restart tests start their own.
+One worker process serves the tests of this module (its own topics and
+consumer groups); the kill, restart and broker-restart tests are in
+``test_resilience.py``.  Tests wait on conditions (a topic, a group's commits,
+a metric), never for a fixed time.
 The model is a tiny random-initialised one: these tests are about the flow,
 not about accuracy.
 """
@@ -26,7 +28,15 @@ from detectors.voting import Policy
 from streamer.metrics import metric_names
 from streamer.schemas import WORKER_ONLY_FIELDS
 from tests.c2pa_signing import AI, flip_inside_mdat, make_chain, sign
-from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from tests.streamer.harness import (
+    TopicReader,
+    WorkerProcess,
+    new_topics,
+    send_all,
+    upload_event,
+    wait_caught_up,
+    wait_for,
+)
 from tests.videofactory import make_text_file, make_truncated_copy, make_video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -232,7 +242,7 @@ def test_moderator_labels_give_the_expected_confusion(
         worker.topics.labels,
         [(late, json.dumps({"video_id": late, "label": "ai_generated"}).encode())],
     )
-    time.sleep(1.0)
+    join_has_taken_every_label(worker)  # so the late label is in the join's table before its verdict exists
     uploads = [(v, upload_event(v, uri, policy="flag-all")) for v in [*flagged, late]]
     uploads += [(v, upload_event(v, uri, policy="pass-all")) for v in passed]
     send_all(worker.bootstrap, worker.topics.uploads, uploads)
@@ -264,16 +274,26 @@ def test_moderator_labels_give_the_expected_confusion(
         return worker.metrics().get(name, 0.0) - before.get(name, 0.0)
 
     expected = {"true_positive": 4.0, "false_positive": 1.0, "true_negative": 2.0, "false_negative": 2.0}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        got = {o: delta(f'motionguard_label_outcomes_total{{outcome="{o}"}}') for o in expected}
-        if got == expected:
-            break
-        time.sleep(0.5)
-    assert got == expected
+
+    def outcomes() -> dict[str, float]:
+        return {o: delta(f'motionguard_label_outcomes_total{{outcome="{o}"}}') for o in expected}
+
+    wait_for(lambda: outcomes() == expected, 30, f"label outcomes {expected}", workers=(worker,))
+    join_has_taken_every_label(worker)  # the repeat and the "can't tell" come after them: none counted
+    assert outcomes() == expected
     # The rolling accuracy covers every label this worker has counted: 6 right out of 9.
     assert worker.metrics()["motionguard_rolling_accuracy_ratio"] == pytest.approx(6 / 9)
     assert delta('motionguard_errors_total{reason="malformed_label"}') == 1.0
+
+
+def join_has_taken_every_label(worker: WorkerProcess) -> None:
+    """Wait until the label join (the Faust app's group) has committed every label and verdict sent so far.
+
+    Faust commits an offset once the agent has handled the records before it, so from then on
+    the metrics show whatever those labels were going to count.
+    """
+    for topic in (worker.topics.labels, worker.topics.verdicts):
+        wait_caught_up(worker.bootstrap, worker.topics.prefix, topic, timeout_seconds=60, workers=(worker,))
 
 
 def test_labels_join_verdicts_of_earlier_days_until_label_join_days(
@@ -298,10 +318,8 @@ def test_labels_join_verdicts_of_earlier_days_until_label_join_days(
             if name.startswith("motionguard_label_outcomes_total")
         )
 
-    deadline = time.monotonic() + 30
-    while outcomes() < 1 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(2)  # room for a wrong second count to show up
+    wait_for(lambda: outcomes() >= 1, 30, "the 2-day-old label's outcome", workers=(worker,))
+    join_has_taken_every_label(worker)  # the 5-day-old one too: had it been counted, it would be now
     assert outcomes() == 1, "only the 2-day-old verdict is still joinable"
     tp = 'motionguard_label_outcomes_total{outcome="true_positive"}'
     assert worker.metrics()[tp] - before.get(tp, 0.0) == 1
@@ -372,8 +390,14 @@ def test_verdicts_on_the_topic_are_what_scan_json_prints_plus_worker_fields(
 
 
 def test_metrics_expose_everything_and_match_what_was_processed(worker: WorkerProcess, verdicts: TopicReader) -> None:
-    time.sleep(6)  # the consumer-lag timer runs every 5 s
-    metrics = worker.metrics()
+    def lag_reported_as_zero() -> dict[str, float]:
+        """The metrics, once the consumer-lag timer (every 5 s) has reported every partition caught up."""
+        metrics = worker.metrics()
+        lag = [v for k, v in metrics.items() if k.startswith("motionguard_consumer_lag_messages")]
+        return metrics if len(lag) == worker.topics.partitions and not any(lag) else {}
+
+    wait_caught_up(worker.bootstrap, worker.topics.uploads_group, worker.topics.uploads, 60, workers=(worker,))
+    metrics = wait_for(lag_reported_as_zero, 30, "a consumer lag of 0 on every partition", workers=(worker,))
     exported = {name.split("{")[0] for name in metrics}
     assert metric_names() <= exported, sorted(metric_names() - exported)
 
