@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,11 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError
 
-from streamer.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_port
+from streamer.kafka_local import LocalKafkaCluster
 from streamer.schemas import format_time, utc_now
 from streamer.settings import WorkerSettings
-from tests.conftest import kafka_home_from_env
+from tests.streamer.cluster import partition_state
 from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event, wait_for
 from tests.videofactory import make_video
 
@@ -35,44 +33,17 @@ DURABLE = {"MOTIONGUARD_TOPIC_REPLICATION_FACTOR": "3", "MOTIONGUARD_TOPIC_MIN_I
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
-    config = LocalKafkaConfig(
-        port=find_free_port(), data_dir=tmp_path_factory.mktemp("worker-cluster"), kafka_home=kafka_home_from_env()
-    )
-    with LocalKafkaCluster(config, brokers=3) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("uploads")
     make_video(root / "a.mp4", codec="h264", seconds=1.0, width=96, height=64, fps=10)
     return root
 
 
-def describe(cluster: LocalKafkaCluster, topic: str) -> dict[int, dict[str, Any]]:
-    """partition -> {"leader": node, "isr": [nodes]}; empty while the metadata is unavailable."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=10_000)
-    except KafkaError:
-        return {}
-    try:
-        (description,) = admin.describe_topics([topic])
-    except KafkaError:
-        return {}
-    finally:
-        admin.close()
-    return {
-        p["partition_index"]: {"leader": p["leader_id"], "isr": sorted(p["isr_nodes"])}
-        for p in description["partitions"]
-    }
-
-
 def restart_all(cluster: LocalKafkaCluster, topic: str) -> None:
     for node in cluster.nodes:
         if not node.is_running():
             node.start(wait_seconds=120)
-    wait_for(lambda: all(p["isr"] == [1, 2, 3] for p in describe(cluster, topic).values()), 120, "ISRs of 3")
+    wait_for(lambda: all(p["isr"] == [1, 2, 3] for p in partition_state(cluster, topic).values()), 120, "ISRs of 3")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -104,13 +75,13 @@ def test_a_killed_partition_leader_costs_no_upload(
 
         config = wait_for(verdicts_config, 30, "the verdicts topic's configuration")
         assert config["min.insync.replicas"]["value"] == "2"
-        assert all(p["isr"] == [1, 2, 3] for p in describe(cluster, topics.verdicts).values())
+        assert all(p["isr"] == [1, 2, 3] for p in partition_state(cluster, topics.verdicts).values())
 
         events = [(v, upload_event(v, uri, uploaded_at=format_time(utc_now()))) for v in ids]
         send_all(cluster.bootstrap_servers, topics.uploads, events[:40])
         wait_for(lambda: len({r["video_id"] for r in reader.poll(50)}) >= 10, 120, "the first verdicts")
         target = topics.uploads if killed == "uploads" else topics.verdicts
-        victim = describe(cluster, target)[0]["leader"]
+        victim = partition_state(cluster, target)[0]["leader"]
         killed_at = utc_now()
         assert cluster.node(victim).kill()
         send_all(cluster.bootstrap_servers, topics.uploads, events[40:])  # acks=all: two replicas remain

@@ -14,51 +14,24 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AioKafkaError
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError
 
 from streamer.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
 from streamer.settings import settings_from_env
-from tests.conftest import kafka_home_from_env
+from tests.streamer.cluster import partition_state
 from tests.streamer.harness import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
-    config = LocalKafkaConfig(
-        port=find_free_port(), data_dir=tmp_path_factory.mktemp("kafka-cluster"), kafka_home=kafka_home_from_env()
-    )
-    with LocalKafkaCluster(config, brokers=3) as running:
-        yield running
-
-
 def admin(cluster: LocalKafkaCluster) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=10_000)
-
-
-def partition_state(cluster: LocalKafkaCluster, topic: str) -> dict[int, dict[str, Any]]:
-    """partition -> {"leader": node id, "isr": [node ids]}; empty while the metadata is unavailable."""
-    client = admin(cluster)
-    try:
-        (description,) = client.describe_topics([topic])
-    except KafkaError:
-        return {}
-    finally:
-        client.close()
-    return {
-        p["partition_index"]: {"leader": p["leader_id"], "isr": sorted(p["isr_nodes"])}
-        for p in description["partitions"]
-    }
 
 
 def new_topic(cluster: LocalKafkaCluster, partitions: int = 2) -> str:
