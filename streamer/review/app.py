@@ -46,7 +46,7 @@ from starlette.templating import Jinja2Templates
 
 from detectors.errors import MotionGuardError, SourceUnavailableError, VideoNotFoundError
 from streamer.review.auth import ProxyAuth, User, UserStore
-from streamer.review.evidence import Evidence
+from streamer.review.evidence import Evidence, Thumbnail
 from streamer.review.feed import LabelPublisher, QueueFeed
 from streamer.review.metrics import ReviewMetrics
 from streamer.review.queue import QueueFilter, QueueItem, ReviewError, ReviewQueue
@@ -412,15 +412,21 @@ async def audit_page(request: Request, user: User) -> Response:
     return render(request, user, "audit.html", {"entries": console.queue.audit_log()[:1000]})
 
 
-async def thumbnails_fragment(request: Request, user: User) -> Response:
+async def item_thumbnails(request: Request) -> tuple[QueueItem, list[Thumbnail]]:
+    """The item of the request's ``key`` and its frames, sampled again (in a worker thread)."""
     console = console_of(request)
+    item = console.queue.get(request.path_params["key"])
+    thumbs = await anyio.to_thread.run_sync(
+        console.evidence.thumbnails,
+        str(item.verdict.get("source") or ""),
+        int(item.verdict.get("frames_scored") or 0),
+    )
+    return item, thumbs
+
+
+async def thumbnails_fragment(request: Request, user: User) -> Response:
     try:
-        item = console.queue.get(request.path_params["key"])
-        thumbs = await anyio.to_thread.run_sync(
-            console.evidence.thumbnails,
-            str(item.verdict.get("source") or ""),
-            int(item.verdict.get("frames_scored") or 0),
-        )
+        item, thumbs = await item_thumbnails(request)
     except ReviewError as e:
         return PlainTextResponse(e.message, status_code=e.status)
     except MotionGuardError as e:
@@ -432,14 +438,8 @@ async def thumbnails_fragment(request: Request, user: User) -> Response:
 
 
 async def thumbnail(request: Request, user: User) -> Response:
-    console = console_of(request)
     try:
-        item = console.queue.get(request.path_params["key"])
-        thumbs = await anyio.to_thread.run_sync(
-            console.evidence.thumbnails,
-            str(item.verdict.get("source") or ""),
-            int(item.verdict.get("frames_scored") or 0),
-        )
+        _, thumbs = await item_thumbnails(request)
     except ReviewError as e:
         return PlainTextResponse(e.message, status_code=e.status)
     except MotionGuardError as e:
