@@ -33,6 +33,7 @@ from detectors.provenance import Provenance
 from detectors.types import SampledFrames
 from streamer.batcher import ModelBatcher
 from streamer.metrics import WorkerMetrics
+from streamer.outcomes import OutcomeProducer
 from streamer.schemas import (
     UploadEvent,
     VerdictContext,
@@ -74,8 +75,7 @@ class UploadScorer:
         sources: SourcePolicy,
         decode_pool: ThreadPoolExecutor,
         batcher: ModelBatcher,
-        verdicts_topic: Any,
-        dead_letter_topic: Any,
+        outcomes: OutcomeProducer,
     ) -> None:
         self.settings = settings
         self.detector = detector
@@ -83,8 +83,7 @@ class UploadScorer:
         self.sources = sources
         self.decode_pool = decode_pool
         self.batcher = batcher
-        self.verdicts_topic = verdicts_topic
-        self.dead_letter_topic = dead_letter_topic
+        self.outcomes = outcomes
         #: When each delivery under way started (by a counter), to tell a stalled delivery.
         self.deliveries: dict[int, float] = {}
         self._delivery_count = itertools.count()
@@ -187,7 +186,7 @@ class UploadScorer:
             policy=(upload.policy or "default") if upload else "default",
         )
         record = dead_letter_record(raw, error, video_id, self.settings.worker_name)
-        await self._send(self.dead_letter_topic, video_id, record)
+        await self._send(self.settings.topic_dead_letters, video_id, record)
         self.metrics.dead_letters.labels(reason=error.code).inc()
         await self._deliver(video_id, upload, result, received, started)
 
@@ -211,7 +210,7 @@ class UploadScorer:
         verdict = verdict_record(result, context)
         processing_seconds = context.processing_seconds
         upload_to_verdict = context.upload_to_verdict_seconds
-        await self._send(self.verdicts_topic, video_id, json.dumps(verdict).encode())
+        await self._send(self.settings.topic_verdicts, video_id, json.dumps(verdict).encode())
         logger.info(
             "video %s: %s (score %s) in %.3f s",
             video_id or "?",
@@ -226,7 +225,7 @@ class UploadScorer:
         if upload_to_verdict is not None:
             self.metrics.upload_to_verdict_seconds.observe(upload_to_verdict)
 
-    async def _send(self, topic: Any, key: str | None, value: bytes) -> None:
+    async def _send(self, topic: str, key: str | None, value: bytes) -> None:
         """Send and wait for delivery (``acks=all``), retrying while Kafka cannot take it.
 
         While a delivery has waited longer than ``DELIVERY_STALL_SECONDS`` (the partition
@@ -239,14 +238,13 @@ class UploadScorer:
         try:
             while True:
                 try:
-                    future = await topic.send(key=key.encode() if key else None, value=value)
-                    await future
+                    await self.outcomes.send(topic, key.encode() if key else None, value)
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # aiokafka raises several KafkaError types for an unavailable broker
                     self.metrics.retries.labels(stage="produce").inc()
-                    logger.warning("cannot deliver to %s (%s); retrying in %.1f s", topic.get_topic_name(), e, delay)
+                    logger.warning("cannot deliver to %s (%s); retrying in %.1f s", topic, e, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
         finally:

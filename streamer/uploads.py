@@ -41,6 +41,7 @@ from faust import Service
 
 from streamer.metrics import WorkerMetrics
 from streamer.offsets import UploadOffsets
+from streamer.outcomes import OutcomeProducer
 from streamer.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -357,20 +358,25 @@ class UploadsConsumer:
 class UploadsService(Service):
     """Runs an :class:`UploadsConsumer` as a service of the Faust app (mode's public hooks only).
 
-    Added to the running app as a runtime dependency, it starts after the
-    app's producer and stops before it, so events in flight at a stop still
-    deliver their verdicts.
+    Added to the running app as a runtime dependency.  It starts the outcome
+    producer (:mod:`streamer.outcomes`) before the consumer and stops it after,
+    so events in flight at a stop still deliver their verdicts.
     """
 
-    def __init__(self, uploads: UploadsConsumer, **kwargs: Any) -> None:
+    def __init__(self, uploads: UploadsConsumer, outcomes: OutcomeProducer, **kwargs: Any) -> None:
         self.uploads = uploads
+        self.outcomes = outcomes
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
+        await self.outcomes.start()
         await self.uploads.start()
 
     async def on_started(self) -> None:
         self.add_future(self.uploads.run())  # an exception in it crashes the app, as an agent's would
 
     async def on_stop(self) -> None:
-        await self.uploads.stop()
+        try:
+            await self.uploads.stop()
+        finally:
+            await self.outcomes.stop()

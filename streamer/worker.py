@@ -49,6 +49,7 @@ from streamer.batcher import ModelBatcher
 from streamer.kafka_topics import ensure_topics
 from streamer.label_join import LabelJoin
 from streamer.metrics import WorkerMetrics
+from streamer.outcomes import OutcomeProducer
 from streamer.scoring import UploadScorer
 from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy
@@ -95,6 +96,7 @@ class MotionGuardWorker:
             classifier=model.classifier,
             untrained=str(model.untrained).lower(),
         ).set(1)
+        self.outcomes = OutcomeProducer(settings)
         self.app = self._create_app()
         self.scorer = UploadScorer(
             settings=settings,
@@ -103,8 +105,7 @@ class MotionGuardWorker:
             sources=self.sources,
             decode_pool=self.decode_pool,
             batcher=self.batcher,
-            verdicts_topic=self.verdicts_topic,
-            dead_letter_topic=self.dead_letter_topic,
+            outcomes=self.outcomes,
         )
         self.uploads = UploadsConsumer(settings, self.scorer.handle_upload, self.metrics)
 
@@ -147,8 +148,6 @@ class MotionGuardWorker:
 
         topics = s.topics
         verdicts, labels = raw_topic(topics.verdicts), raw_topic(topics.labels)
-        self.verdicts_topic = verdicts
-        self.dead_letter_topic = raw_topic(topics.dead_letters)
         self.label_join = LabelJoin(app, s, self.metrics)
 
         async def join_verdicts(stream: faust.StreamT[bytes]) -> None:
@@ -163,9 +162,10 @@ class MotionGuardWorker:
         app.agent(labels, name="join-labels")(join_labels)
 
         async def consume_uploads() -> None:
-            # A runtime dependency starts once the app (its producer, the tables) is up and
-            # stops before it: events in flight at SIGTERM still reach the producer.
-            await app.add_runtime_dependency(UploadsService(self.uploads))
+            # A runtime dependency starts once the app (the tables, the agents) is up and stops
+            # before it; it stops the uploads consumer (events in flight finish) before the
+            # outcome producer their verdicts go through.
+            await app.add_runtime_dependency(UploadsService(self.uploads, self.outcomes))
 
         app.task(consume_uploads)
         app.timer(1.0, name="readiness")(self._update_ready)

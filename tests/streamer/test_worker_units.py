@@ -27,7 +27,7 @@ def make_worker(detector: Any, root: Path) -> tuple[MotionGuardWorker, list[tupl
     sent: list[tuple[str, Any, bytes]] = []
 
     async def send(topic: Any, key: str | None, value: bytes) -> None:
-        sent.append((topic.get_topic_name(), key, value))
+        sent.append((topic, key, value))
 
     worker.scorer._send = send  # type: ignore[method-assign]
     return worker, sent
