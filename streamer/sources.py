@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from detectors.errors import (
@@ -36,6 +37,9 @@ from detectors.errors import (
     VideoNotFoundError,
     VideoTooLargeError,
 )
+
+if TYPE_CHECKING:
+    from streamer.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,20 @@ class SourcePolicy:
             max_download_bytes=max_download_bytes,
             timeout_seconds=timeout_seconds,
             download_dir=Path(download_dir) if download_dir else Path(tempfile.gettempdir()),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings, download_dir: str | None = None) -> SourcePolicy:
+        """The worker's URI guards, from its settings (the review console uses the same ones);
+        ``download_dir`` overrides where http(s) sources are downloaded."""
+        return cls.create(
+            allowed_roots=settings.allowed_roots,
+            allowed_hosts=settings.allowed_hosts,
+            allow_private_addresses=settings.allow_private_addresses,
+            allowed_private_addresses=settings.allowed_private_addresses,
+            max_download_bytes=settings.max_download_bytes,
+            timeout_seconds=settings.download_timeout_seconds,
+            download_dir=download_dir or settings.download_dir,
         )
 
 

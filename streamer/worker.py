@@ -71,15 +71,7 @@ class MotionGuardWorker:
         self.detector = detector
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry, settings.accuracy_window)
-        self.sources = SourcePolicy.create(
-            allowed_roots=settings.allowed_roots,
-            allowed_hosts=settings.allowed_hosts,
-            allow_private_addresses=settings.allow_private_addresses,
-            allowed_private_addresses=settings.allowed_private_addresses,
-            max_download_bytes=settings.max_download_bytes,
-            timeout_seconds=settings.download_timeout_seconds,
-            download_dir=settings.download_dir,
-        )
+        self.sources = SourcePolicy.from_settings(settings)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batcher = ModelBatcher(

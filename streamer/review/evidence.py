@@ -44,24 +44,11 @@ class Thumbnail:
     jpeg: bytes
 
 
-def source_policy(settings: WorkerSettings) -> SourcePolicy:
-    """The worker's URI guards, from the worker's settings."""
-    return SourcePolicy.create(
-        allowed_roots=settings.allowed_roots,
-        allowed_hosts=settings.allowed_hosts,
-        allow_private_addresses=settings.allow_private_addresses,
-        allowed_private_addresses=settings.allowed_private_addresses,
-        max_download_bytes=settings.max_download_bytes,
-        timeout_seconds=settings.download_timeout_seconds,
-        download_dir=str(Path(settings.download_dir) / "review"),
-    )
-
-
 class Evidence:
     """Local copies of videos (guarded) and their thumbnails, with small LRU caches."""
 
     def __init__(self, settings: WorkerSettings, thumbnail_pixels: int, cached_videos: int = 8) -> None:
-        self.policy = source_policy(settings)
+        self.policy = SourcePolicy.from_settings(settings, download_dir=str(Path(settings.download_dir) / "review"))
         self.thumbnail_pixels = thumbnail_pixels
         self.sampling = SamplingConfig(
             frames=max(1, settings.frames or 16),
