@@ -218,11 +218,12 @@ def sampling_section(data: dict[str, Any] | None) -> list[str]:
         "How the default plan (`nearest_keyframe`) decodes: the sampler's ffprobe lists the packets (times and "
         "keyframe flags, no decoding) of the first 60 s, and of a window around each wanted time beyond; each "
         "wanted time (the centre of its share of the video) gets the nearest keyframe inside its own share, "
-        "decoded alone, and otherwise the exact frame, decoded forward from the keyframe before it. A cost "
-        "model in decoded frames then picks one pass from the start or one seek per frame. With keyframes "
-        "closer than the spacing between wanted frames, every frame is a keyframe and the cost does not grow "
-        "with the length; with sparse keyframes (x264's default of 250 frames) most wanted times have no "
-        "keyframe in their share, and are decoded exactly, as `accurate` does. 'decoded by ffmpeg' is "
+        "decoded alone, and otherwise the frame of its share that needs the fewest frames decoded forward "
+        "from the keyframe before it (usually the share's first frame). A cost model in decoded frames then "
+        "picks one pass from the start or one seek per frame. With keyframes closer than the spacing between "
+        "wanted frames, every frame is a keyframe and the cost does not grow with the length; with sparse "
+        "keyframes (x264's default of 250 frames) most wanted times have no keyframe in their share, and are "
+        "decoded forward from a keyframe up to their share's first frame. 'decoded by ffmpeg' is "
         "ffmpeg's own count of decoded frames; decode CPU is the ffprobe and ffmpeg processes' CPU time.",
         "",
     ]

@@ -66,8 +66,8 @@ FrameSeekOption = Annotated[
     str,
     typer.Option(
         help="Which frame each wanted time gets: nearest_keyframe (the nearest keyframe within the tolerance, "
-        "else the exact frame; cheapest; the default of scan and the worker), accurate (the frame on screen) "
-        "or keyframe (the keyframe at or before)."
+        "else the frame within it cheapest to decode; the default of scan and the worker), accurate (the frame "
+        "on screen) or keyframe (the keyframe at or before)."
     ),
 ]
 KeyframeToleranceOption = Annotated[

@@ -116,7 +116,7 @@ class WorkerSettings:
     each sampled frame may then be one to three frames later than its exact time)."""
     frame_seek: str = "nearest_keyframe"
     """Which frame each wanted time gets: ``nearest_keyframe`` (the nearest keyframe within
-    ``keyframe_tolerance``, else the exact frame; decodes a fraction of the frames), ``accurate``
+    ``keyframe_tolerance``, else the frame within it cheapest to decode; decodes a fraction of the frames), ``accurate``
     (the frame on screen) or ``keyframe`` (the keyframe at or before)."""
     keyframe_tolerance: float = 0.5
     """For ``nearest_keyframe``: how far a keyframe may be from its wanted time, as a fraction of the

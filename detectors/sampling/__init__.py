@@ -11,8 +11,10 @@
 
    * ``"nearest_keyframe"`` (default): the nearest keyframe when one lies
      within the tolerance, decoded alone (``-skip_frame nokey``: the decoder
-     skips every other frame); otherwise the exact frame, decoded forward from
-     the keyframe before it.
+     skips every other frame); otherwise the frame within the tolerance that
+     needs the fewest frames decoded forward from the keyframe before it
+     (usually the first frame of the wanted time's bin); the exact frame when
+     the tolerance is 0.
    * ``"accurate"``: the frame on screen at each time, decoded forward from the
      keyframe before it.
    * ``"keyframe"``: the keyframe at or before each time (repeats dropped).

@@ -66,7 +66,10 @@ class SamplingConfig:
 
     * ``"nearest_keyframe"`` (default): the keyframe nearest to the time when
       it lies within ``keyframe_tolerance`` x the spacing between wanted
-      times, else the frame on screen at the time.  A keyframe needs no
+      times, else the frame within the same reach that needs the fewest
+      frames decoded forward from the keyframe before it (usually the first
+      frame of the time's bin; the frame on screen at the time when the
+      tolerance is 0).  A keyframe needs no
       frame before it, so this costs a fraction of exact sampling (it is
       decoded alone, or with the two or so frames after it that a decoder of
       a stream with B-frames reads before handing over the first).

@@ -99,7 +99,9 @@ class FfmpegSampler:
     Where frames are taken: ``config.frames`` times at the centres of equal
     bins over the video (or every ``1 / rate_fps`` s), and for each time, by
     default, the nearest keyframe within ``config.keyframe_tolerance`` bins
-    (decoded alone), else the frame on screen at that time; ``seek="accurate"``
+    (decoded alone), else the frame within the tolerance that is cheapest to
+    decode forward from its keyframe (the frame on screen at that time when the
+    tolerance is 0 or the index has no frame there); ``seek="accurate"``
     always takes the frame on screen, ``seek="keyframe"`` the keyframe at or
     before the time.  No frame is further from its wanted time than the
     tolerance, except that an exact frame is the one on screen at that time.

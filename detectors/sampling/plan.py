@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from detectors.sampling.config import _SAME_TIME, SamplingConfig
-from detectors.sampling.probe import _ProbeResult
+from detectors.sampling.probe import _PacketIndex, _ProbeResult
 from detectors.types import VideoProbe
 
 #: How a plan decodes.  ``all``: every frame (the video has no more than are wanted);
@@ -99,6 +99,11 @@ def _plan(info: _ProbeResult, config: SamplingConfig) -> _Plan:
                 taken.add(near[0])
                 targets.append(_Target(wanted, near[0], keyframe=True))
                 continue
+            cheapest = _cheapest_frame_near(index, wanted, tolerance, fps, exclude=taken)
+            if cheapest is not None:
+                taken.add(cheapest)
+                targets.append(_Target(wanted, round(max(0.0, cheapest - _SAME_TIME * 10), 6), keyframe=False))
+                continue
         exact = _exact_target(info, wanted)
         if all(target.keyframe or target.seconds != exact.seconds for target in targets):
             targets.append(exact)
@@ -145,6 +150,36 @@ def _plan(info: _ProbeResult, config: SamplingConfig) -> _Plan:
     return _Plan(
         "seek", tuple(targets), len(times), keyframe_pass=keyframe_pass, quarter_frame=quarter, estimated_cost=seek_cost
     )
+
+
+def _cheapest_frame_near(
+    index: _PacketIndex, wanted: float, within: float, fps: float, *, exclude: set[float]
+) -> float | None:
+    """The frame within ``within`` of ``wanted`` that costs the fewest decoded frames
+    (counted forward from the keyframe before it), nearest to ``wanted`` among equals;
+    ``None`` when the index has no frame there or its keyframes lie before what was read.
+
+    With no keyframe in the window, this is the first frame of the window, unless
+    a keyframe inside the window was taken by the neighbouring time: then the frame
+    right after it.
+    """
+    if within <= 0:
+        return None
+    best: tuple[float, float, float] | None = None
+    for seconds in index.times_near(wanted, within):
+        if seconds in exclude:
+            continue
+        before = index.keyframe_at_or_before(seconds)
+        if before is None:
+            if not index.whole:
+                continue  # the keyframe before is outside what was read: cost unknown
+            cost = seconds * max(fps, 1.0)
+        else:
+            cost = float(index.count(before, seconds))
+        key = (cost, abs(seconds - wanted), seconds)
+        if best is None or key < best:
+            best = key
+    return best[2] if best is not None else None
 
 
 def _exact_target(info: _ProbeResult, wanted: float) -> _Target:

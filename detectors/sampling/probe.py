@@ -124,6 +124,11 @@ class _PacketIndex:
         high = bisect.bisect_right(self.keyframes, seconds + within + _SAME_TIME)
         return sorted(self.keyframes[low:high], key=lambda k: (abs(k - seconds), k))
 
+    def times_near(self, seconds: float, within: float) -> tuple[float, ...]:
+        """Packet times within ``within`` of ``seconds``, in order."""
+        low = bisect.bisect_left(self.times, seconds - within - _SAME_TIME)
+        return self.times[low : bisect.bisect_right(self.times, seconds + within + _SAME_TIME)]
+
     def count(self, start: float, end: float) -> int:
         """Packets with a presentation time from ``start`` to ``end``."""
         low = bisect.bisect_left(self.times, start - _SAME_TIME)
