@@ -24,11 +24,23 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import children_cpu_seconds, load_average, log, machine, median, now_utc, relpath, save
+from benchmarks.common import (
+    LEAN_FFMPEG_DIR,
+    children_cpu_seconds,
+    lean_ffmpeg,
+    load_average,
+    log,
+    machine,
+    median,
+    now_utc,
+    relpath,
+    save,
+)
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, describe, long_video
 from detectors.sampling import FfmpegSampler, SamplingConfig
 
 IMAGE_SIZE = 224
+LEAN_LABEL = "default, lean static ffmpeg (scripts/build-ffmpeg.sh)"
 
 
 def _time_once(sampler: FfmpegSampler, path: Path) -> tuple[float, float, int, int | None, str]:
@@ -91,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         ("seek='accurate' (exact frames)", SamplingConfig(seek="accurate")),
         ("seek='keyframe'", SamplingConfig(seek="keyframe")),
     ]
+    lean = lean_ffmpeg()
+    if lean is not None:
+        configs.insert(1, (LEAN_LABEL, SamplingConfig(ffmpeg_binary=lean[0], ffprobe_binary=lean[1])))
+    else:
+        log(f"no lean ffmpeg in {relpath(LEAN_FFMPEG_DIR)} (bash scripts/build-ffmpeg.sh): measuring Debian's only")
     if not args.quick:
         configs.append(
             ("skip_non_reference=True (accurate otherwise)", SamplingConfig(seek="accurate", skip_non_reference=True))

@@ -29,7 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PYTHON, Timed, load_average, log, machine, median, now_utc, relpath, run_timed, save
+from benchmarks.common import (
+    LEAN_FFMPEG_DIR,
+    PYTHON,
+    Timed,
+    lean_ffmpeg,
+    load_average,
+    log,
+    machine,
+    median,
+    now_utc,
+    relpath,
+    run_timed,
+    save,
+)
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, describe, h264_720p_set, mixed_set
 
 _ENTRY_POINT = Path(PYTHON).with_name("motionguard")
@@ -68,19 +81,22 @@ class Side:
 
 
 SCAN = Side("scan", "scan", description="motionguard scan, default options")
-#: The options that the measurements below favour on a 2-core machine; exact frames.
-TUNED_ACCURATE_OPTIONS = ("--decode-workers", "2", "--decoder-threads", "1")
-SCAN_TUNED_ACCURATE = Side(
-    "scan-tuned-accurate",
-    "scan",
-    TUNED_ACCURATE_OPTIONS,
-    "motionguard scan, 2 decode workers with 1 thread per ffmpeg (frames exactly as the default)",
-)
+#: The decoding options that the measurements below favour on a 2-core machine.
+TUNED_OPTIONS = ("--decode-workers", "2", "--decoder-threads", "1")
 SCAN_TUNED = Side(
     "scan-tuned",
     "scan",
-    (*TUNED_ACCURATE_OPTIONS, "--skip-non-reference"),
-    "as scan-tuned-accurate, plus --skip-non-reference (each frame the first reference frame at or after its time)",
+    (*TUNED_OPTIONS, "--skip-non-reference"),
+    "motionguard scan, 2 decode workers with 1 thread per ffmpeg, --skip-non-reference (each frame the first "
+    "reference frame at or after its time)",
+)
+_LEAN = lean_ffmpeg()
+_LEAN_OPTIONS = ("--ffmpeg", _LEAN[0], "--ffprobe", _LEAN[1]) if _LEAN else ()
+SCAN_LEAN = Side(
+    "scan-lean",
+    "scan",
+    _LEAN_OPTIONS,
+    "motionguard scan, default options, with the lean static ffmpeg and ffprobe of scripts/build-ffmpeg.sh",
 )
 NAIVE = Side("naive", "naive", description="PyAV full decode + PIL preprocessing + one model call per video")
 FLOOR = Side("floor", "floor", description="the model alone on preprocessed frames, one call per video")
@@ -90,6 +106,9 @@ DECODE_TUNED = Side(
     "decode",
     ("--decoder-threads", "1", "--skip-non-reference"),
     "the sampler alone, as in scan-tuned (2 workers, 1 thread each, non-reference frames skipped)",
+)
+DECODE_LEAN = Side(
+    "decode-lean", "decode", _LEAN_OPTIONS, "the sampler alone, as in scan-lean (default options, lean ffmpeg)"
 )
 
 
@@ -265,7 +284,12 @@ def main(argv: list[str] | None = None) -> None:
 
     sizes = (2, 8) if args.quick else (2, 20)
     h264 = h264_720p_set(corpus, max(sizes) if args.quick else 22)
-    sides = [SCAN, SCAN_TUNED_ACCURATE, SCAN_TUNED, NAIVE, FLOOR, DECODE, DECODE_TUNED]
+    sides = [SCAN, SCAN_TUNED, NAIVE, FLOOR, DECODE, DECODE_TUNED]
+    if _LEAN:
+        sides[1:1] = [SCAN_LEAN]
+        sides.append(DECODE_LEAN)
+    else:
+        log(f"no lean ffmpeg in {relpath(LEAN_FFMPEG_DIR)} (bash scripts/build-ffmpeg.sh): scan-lean not measured")
     log(f"720p H.264 set: {sizes[0]} and {sizes[1]} videos, {rounds} round(s), sides {[s.name for s in sides]}")
     data, summary = measure(sides, h264, sizes, rounds)
     comparisons = [
@@ -273,12 +297,15 @@ def main(argv: list[str] | None = None) -> None:
         ratios(data, "scan", "floor", rounds),
         ratios(data, "naive", "scan-tuned", rounds),
         ratios(data, "scan-tuned", "floor", rounds),
-        ratios(data, "naive", "scan-tuned-accurate", rounds),
-        ratios(data, "scan-tuned-accurate", "floor", rounds),
         ratios(data, "scan", "scan-tuned", rounds),
-        ratios(data, "scan", "scan-tuned-accurate", rounds),
         ratios(data, "naive", "floor", rounds),
     ]
+    if _LEAN:
+        comparisons[4:4] = [
+            ratios(data, "naive", "scan-lean", rounds),
+            ratios(data, "scan-lean", "floor", rounds),
+            ratios(data, "scan", "scan-lean", rounds),
+        ]
     result: dict[str, Any] = {
         "started_at": started_at,
         "load_average_start": load_start,
@@ -308,13 +335,18 @@ def main(argv: list[str] | None = None) -> None:
         mixed = mixed_set(corpus)
         mixed_sizes = (10, len(mixed))  # the first 10 hold one video of each kind
         log(f"mixed set: {mixed_sizes[0]} and {mixed_sizes[1]} videos, 1 round")
-        mdata, msummary = measure([SCAN, SCAN_TUNED, NAIVE], mixed, mixed_sizes, 1)
+        mixed_sides = [SCAN, SCAN_TUNED, NAIVE, *([SCAN_LEAN] if _LEAN else [])]
+        mdata, msummary = measure(mixed_sides, mixed, mixed_sizes, 1)
         result["mixed"] = {
             "sizes": mixed_sizes,
             "rounds": 1,
             "videos": [{"path": relpath(p), **describe(p)} for p in mixed],
             "summary": msummary,
-            "ratios": [ratios(mdata, "naive", "scan", 1), ratios(mdata, "naive", "scan-tuned", 1)],
+            "ratios": [
+                ratios(mdata, "naive", "scan", 1),
+                ratios(mdata, "naive", "scan-tuned", 1),
+                *([ratios(mdata, "naive", "scan-lean", 1)] if _LEAN else []),
+            ],
             "runs": mdata.runs,
         }
         save("scan", result, args.cache_dir)

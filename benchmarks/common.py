@@ -20,6 +20,16 @@ from typing import Any
 from benchmarks.corpus import DEFAULT_CACHE, REPO
 
 PYTHON = sys.executable
+#: The lean static ffmpeg and ffprobe that `scripts/build-ffmpeg.sh` builds (make bench builds them first).
+LEAN_FFMPEG_DIR = REPO / ".cache" / "ffmpeg-lean" / "bin"
+
+
+def lean_ffmpeg() -> tuple[str, str] | None:
+    """The lean build's ffmpeg and ffprobe, where it has been built."""
+    ffmpeg, ffprobe = LEAN_FFMPEG_DIR / "ffmpeg", LEAN_FFMPEG_DIR / "ffprobe"
+    if os.access(ffmpeg, os.X_OK) and os.access(ffprobe, os.X_OK):
+        return str(ffmpeg), str(ffprobe)
+    return None
 
 
 def results_dir(cache_dir: Path = DEFAULT_CACHE) -> Path:
@@ -64,6 +74,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "ffmpeg": _first_line(["ffmpeg", "-version"]),
+        "ffmpeg_lean": _first_line([lean[0], "-version"]) if (lean := lean_ffmpeg()) else None,
         "gpu": "none",
     }
     try:

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-non-reference", action="store_true")
     parser.add_argument("--frame-seek", default="nearest_keyframe", choices=list(SEEK_MODES))
     parser.add_argument("--keyframe-tolerance", type=float, default=0.5)
+    parser.add_argument("--ffmpeg", default="ffmpeg", help="The ffmpeg to decode with.")
+    parser.add_argument("--ffprobe", default="ffprobe", help="The ffprobe to probe with.")
     args = parser.parse_args(argv)
     sampler = FfmpegSampler(
         SamplingConfig(
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
             skip_non_reference=args.skip_non_reference,
             seek=args.frame_seek,
             keyframe_tolerance=args.keyframe_tolerance,
+            ffmpeg_binary=args.ffmpeg,
+            ffprobe_binary=args.ffprobe,
         )
     )
 

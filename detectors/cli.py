@@ -25,6 +25,8 @@ from detectors.cli_options import (
     EXIT_OK,
     EXIT_USAGE,
     DeviceOption,
+    FfmpegOption,
+    FfprobeOption,
     FrameSeekOption,
     HwDecodeOption,
     KeyframeToleranceOption,
@@ -130,6 +132,8 @@ def scan(
     frame_seek: FrameSeekOption = "nearest_keyframe",
     keyframe_tolerance: KeyframeToleranceOption = 0.5,
     hw_decode: HwDecodeOption = "none",
+    ffmpeg_binary: FfmpegOption = "ffmpeg",
+    ffprobe_binary: FfprobeOption = "ffprobe",
     trust_anchor: Annotated[
         list[Path] | None,
         typer.Option(help="PEM file of C2PA trust anchors (repeatable); none by default."),
@@ -174,6 +178,8 @@ def scan(
                     seek=frame_seek,  # type: ignore[arg-type]  # checked by SamplingConfig
                     keyframe_tolerance=keyframe_tolerance,
                     hw_decode=hw_decode,  # type: ignore[arg-type]  # checked by SamplingConfig
+                    ffmpeg_binary=ffmpeg_binary,
+                    ffprobe_binary=ffprobe_binary,
                 ),
             )
         )

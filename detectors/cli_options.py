@@ -76,6 +76,16 @@ KeyframeToleranceOption = Annotated[
         min=0.0, max=0.5, help="nearest_keyframe: how far a keyframe may be, as a fraction of the frame spacing."
     ),
 ]
+FfmpegOption = Annotated[
+    str,
+    typer.Option(
+        "--ffmpeg",
+        help="The ffmpeg that decodes (name on PATH or path), e.g. scripts/build-ffmpeg.sh's lean static build.",
+    ),
+]
+FfprobeOption = Annotated[
+    str, typer.Option("--ffprobe", help="The ffprobe that reads streams and packet indexes (same build as --ffmpeg).")
+]
 HwDecodeOption = Annotated[
     str,
     typer.Option(

@@ -7,7 +7,8 @@
 #                                    # (plus about 5 minutes the first time, to encode the corpus)
 #   bash scripts/bench.sh --quick    # every section, smaller: about 8 minutes
 #
-# Needs the `bench` extra (PyAV, for the naive baseline), Java (the local Kafka) and ffmpeg.
+# Needs the `bench` extra (PyAV, for the naive baseline), Java (the local Kafka) and ffmpeg; builds the
+# lean static ffmpeg of scripts/build-ffmpeg.sh once (apt-get, about 5 minutes) for its rows in sections 1-2.
 # On a machine with a GPU, the GPU section runs on it; otherwise the GPU script runs on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ QUICK=()
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=(--quick) ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg (use --quick or nothing)" >&2; exit 3 ;;
     esac
 done
@@ -38,6 +39,9 @@ step() { echo "== $* ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg
 "$PY" -m benchmarks.report --mark start "${QUICK[@]}"
 step "corpus (cached after the first run)"
 "$PY" -m benchmarks.corpus "${QUICK[@]}"
+step "lean static ffmpeg for the sampler (built once; cached in .cache/ffmpeg-lean)"
+bash scripts/build-ffmpeg.sh >/dev/null ||
+    echo "the lean ffmpeg could not be built: its rows are left out of sections 1 and 2" >&2
 step "1/5 sampling cost versus video length"
 "$PY" -m benchmarks.bench_sampling "${QUICK[@]}"
 step "2/5 scan throughput: motionguard scan, naive pipeline, floor"

@@ -231,7 +231,6 @@ def worker(
     from detectors.errors import MotionGuardError
     from detectors.loading import DetectorOptions, build_detector
     from detectors.provenance import ProvenanceConfig
-    from detectors.sampling import SamplingConfig
     from streamer.worker import MotionGuardWorker, run_worker
 
     settings = _settings(broker).with_overrides(
@@ -259,16 +258,7 @@ def worker(
                     max_manifest_bytes=settings.max_manifest_bytes,
                 ),
                 capture_claim_clears=settings.capture_claim_clears or None,
-                sampling=SamplingConfig(
-                    max_file_bytes=settings.max_file_bytes,
-                    max_duration_seconds=settings.max_duration_seconds,
-                    timeout_seconds=settings.ffmpeg_timeout_seconds,
-                    decoder_threads=settings.decoder_threads,
-                    skip_non_reference=settings.skip_non_reference,
-                    seek=settings.frame_seek,  # type: ignore[arg-type]  # checked by WorkerSettings
-                    keyframe_tolerance=settings.keyframe_tolerance,
-                    hw_decode=settings.hw_decode,  # type: ignore[arg-type]  # checked by WorkerSettings
-                ),
+                sampling=settings.sampling_config(),
             )
         )
     except (MotionGuardError, ValueError) as e:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from detectors.sampling import HW_DECODERS, SEEK_MODES
+from detectors.sampling import HW_DECODERS, SEEK_MODES, SamplingConfig
 from streamer.schemas import Topics
 
 PREFIX = "MOTIONGUARD_"
@@ -143,6 +143,11 @@ class WorkerSettings:
     max_file_bytes: int = 4 * 1024**3
     max_duration_seconds: float = 4 * 3600.0
     ffmpeg_timeout_seconds: float = 120.0
+    ffmpeg_binary: str = "ffmpeg"
+    """The ffmpeg that decodes: a name on PATH or a path, e.g. the lean static build that
+    scripts/build-ffmpeg.sh makes (a fraction of the start-up cost of a distribution's ffmpeg)."""
+    ffprobe_binary: str = "ffprobe"
+    """The ffprobe that reads a file's streams and packet index (from the same build as ffmpeg_binary)."""
 
     # --- web, metrics ------------------------------------------------------------
     web_host: str = "0.0.0.0"
@@ -300,6 +305,22 @@ class WorkerSettings:
     def with_overrides(self, **changes: Any) -> WorkerSettings:
         """Apply command-line values that were actually given (``None`` = not given)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def sampling_config(self, **overrides: Any) -> SamplingConfig:
+        """How the worker samples frames (the review console overrides ``frames``)."""
+        options: dict[str, Any] = {
+            "max_file_bytes": self.max_file_bytes,
+            "max_duration_seconds": self.max_duration_seconds,
+            "timeout_seconds": self.ffmpeg_timeout_seconds,
+            "decoder_threads": self.decoder_threads,
+            "skip_non_reference": self.skip_non_reference,
+            "seek": self.frame_seek,
+            "keyframe_tolerance": self.keyframe_tolerance,
+            "hw_decode": self.hw_decode,
+            "ffmpeg_binary": self.ffmpeg_binary,
+            "ffprobe_binary": self.ffprobe_binary,
+        }
+        return SamplingConfig(**{**options, **overrides})
 
     def public_dict(self) -> dict[str, Any]:
         """Settings for logs and ``/status``, with the secrets blanked."""

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from detectors.sampling import FfmpegSampler, SamplingConfig
+from detectors.sampling import FfmpegSampler
 from streamer.settings import WorkerSettings
 from streamer.sources import SourcePolicy, open_source, resolve_local
 
@@ -50,14 +50,8 @@ class Evidence:
     def __init__(self, settings: WorkerSettings, thumbnail_pixels: int, cached_videos: int = 8) -> None:
         self.policy = SourcePolicy.from_settings(settings, download_dir=str(Path(settings.download_dir) / "review"))
         self.thumbnail_pixels = thumbnail_pixels
-        self.sampling = SamplingConfig(
-            frames=max(1, settings.frames or 16),
-            max_file_bytes=settings.max_file_bytes,
-            max_duration_seconds=settings.max_duration_seconds,
-            timeout_seconds=settings.ffmpeg_timeout_seconds,
-            seek=settings.frame_seek,  # type: ignore[arg-type]  # checked by WorkerSettings
-            keyframe_tolerance=settings.keyframe_tolerance,
-        )
+        # The worker's sampling, decoded on the CPU: the console serves moderators, not throughput.
+        self.sampling = settings.sampling_config(frames=max(1, settings.frames or 16), hw_decode="none")
         self.cache_dir = self.policy.download_dir
         self._cached_videos = cached_videos
         self._downloads: OrderedDict[str, Path] = OrderedDict()

@@ -7,6 +7,7 @@ the schema and the error handling, not about accuracy.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,40 @@ def test_scan_exits_zero_when_everything_was_scored(mixed_inputs: dict[str, tupl
     result = run_scan("--model", "tiny-test", "--pretrained", "none", "--json", *good)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == len(good)
+
+
+def test_scan_decodes_with_the_ffmpeg_and_ffprobe_it_is_given(
+    mixed_inputs: dict[str, tuple[Path, str | None]], tmp_path: Path
+) -> None:
+    # Wrappers that log each call and then run the real programs: scan must call these, not PATH's.
+    calls = tmp_path / "calls.log"
+    wrappers = {}
+    for tool in ("ffmpeg", "ffprobe"):
+        real = shutil.which(tool)
+        assert real is not None
+        wrapper = tmp_path / f"my-{tool}"
+        wrapper.write_text(f'#!/bin/sh\necho {tool} >> "{calls}"\nexec "{real}" "$@"\n')
+        wrapper.chmod(0o755)
+        wrappers[tool] = str(wrapper)
+    path = mixed_inputs["mp4"][0]
+    done = run_scan(
+        "--model",
+        "ViT-B-32",
+        "--pretrained",
+        "none",
+        "--frames",
+        "4",
+        "--json",
+        "--ffmpeg",
+        wrappers["ffmpeg"],
+        "--ffprobe",
+        wrappers["ffprobe"],
+        str(path),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["error"] is None
+    logged = calls.read_text().split()
+    assert "ffmpeg" in logged and "ffprobe" in logged, logged
 
 
 def test_scan_table_output(mixed_inputs: dict[str, tuple[Path, str | None]]) -> None:

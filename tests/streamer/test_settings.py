@@ -38,6 +38,27 @@ def test_environment_values_are_typed() -> None:
     assert settings.capture_claim_clears is True
 
 
+def test_the_sampler_is_configured_from_the_settings() -> None:
+    settings = settings_from_env(
+        {
+            "MOTIONGUARD_FFMPEG_BINARY": "/opt/ffmpeg-lean/bin/ffmpeg",
+            "MOTIONGUARD_FFPROBE_BINARY": "/opt/ffmpeg-lean/bin/ffprobe",
+            "MOTIONGUARD_FRAME_SEEK": "accurate",
+            "MOTIONGUARD_DECODER_THREADS": "1",
+            "MOTIONGUARD_FFMPEG_TIMEOUT_SECONDS": "30",
+        }
+    )
+    config = settings.sampling_config()
+    assert (config.ffmpeg_binary, config.ffprobe_binary) == (
+        "/opt/ffmpeg-lean/bin/ffmpeg",
+        "/opt/ffmpeg-lean/bin/ffprobe",
+    )
+    assert (config.seek, config.decoder_threads, config.timeout_seconds) == ("accurate", 1, 30.0)
+    assert settings.sampling_config(frames=4).frames == 4
+    with pytest.raises(ValueError, match="ffmpeg_binary"):
+        settings_from_env({"MOTIONGUARD_FFMPEG_BINARY": " "}).sampling_config()
+
+
 def test_a_misspelled_variable_is_an_error() -> None:
     with pytest.raises(ValueError, match="MOTIONGUARD_BATCH_MAX_EVENTS"):
         settings_from_env({"MOTIONGUARD_BATCH_MAX_EVENT": "3"})
