@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamer.kafka_local import LocalKafka
+from motionguard_dev.harness import TopicReader, free_port, send_all, upload_event
+from motionguard_dev.kafka_local import LocalKafka
 from streamer.settings import PREFIX, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, REPO, run_tool
 from tests.deploy.podman import ChartPod, Container, build_image, image_config, image_env, image_inspect, podman
-from tests.streamer.harness import TopicReader, free_port, send_all, upload_event
 from tests.videofactory import VideoCache
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(3600)]
