@@ -39,8 +39,8 @@ bench: setup
 	@bash scripts/bench.sh $(BENCH_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check detectors streamer tests
-	$(VENV)/bin/ruff format --check detectors streamer tests
+	$(VENV)/bin/ruff check detectors streamer motionguard_dev tests benchmarks
+	$(VENV)/bin/ruff format --check detectors streamer motionguard_dev tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:

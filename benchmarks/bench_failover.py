@@ -4,7 +4,7 @@
 
 For each of two failures - the leader of uploads partition 0 killed (SIGKILL), then the
 leader of verdicts partition 0 - on a fresh three-node KRaft cluster
-(:class:`streamer.kafka_local.LocalKafkaCluster`, topics with three replicas and
+(:class:`motionguard_dev.kafka_local.LocalKafkaCluster`, topics with three replicas and
 ``min.insync.replicas`` 2) and a real ``motionguard worker`` process:
 
 1. upload events (a 1-second 96x64 H.264 file, distinct ``video_id``s, ``uploaded_at`` = the
@@ -35,8 +35,8 @@ from kafka import KafkaAdminClient
 
 from benchmarks.common import load_average, log, machine, now_utc, save
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, VideoSpec
-from streamer.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_port
-from tests.streamer.harness import TopicReader, Topics, WorkerProcess, producer, upload_event
+from motionguard_dev.harness import TopicReader, Topics, WorkerProcess, producer, upload_event
+from motionguard_dev.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_port
 
 WORKER_ENV = {"MOTIONGUARD_TOPIC_REPLICATION_FACTOR": "3", "MOTIONGUARD_TOPIC_MIN_INSYNC_REPLICAS": "2"}
 

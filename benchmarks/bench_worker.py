@@ -2,9 +2,9 @@
 
     .venv/bin/python -m benchmarks.bench_worker [--quick] [--seconds 180] [--rate auto] [--burst 48]
 
-1. Starts a single-node Kafka (:mod:`streamer.kafka_local`) with a throw-away
+1. Starts a single-node Kafka (:mod:`motionguard_dev.kafka_local`) with a throw-away
    data directory and a real ``motionguard worker`` process
-   (``tests/streamer/harness.py``'s :class:`WorkerProcess`) with ViT-B-32,
+   (``motionguard_dev/harness.py``'s :class:`WorkerProcess`) with ViT-B-32,
    random weights, CPU, 8 frames per video, the worker's default batching
    (``batch_max_events`` 8, ``batch_window_ms`` 50, 2 decode threads).
 2. Warm-up and capacity probe: a burst of videos, timed until the last
@@ -37,8 +37,8 @@ from typing import Any
 
 from benchmarks.common import load_average, log, machine, now_utc, relpath, save
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, describe, h264_720p_set
-from streamer.kafka_local import LocalKafka, LocalKafkaConfig, find_free_port
-from tests.streamer.harness import TopicReader, Topics, WorkerProcess, producer, upload_event
+from motionguard_dev.harness import TopicReader, Topics, WorkerProcess, producer, upload_event
+from motionguard_dev.kafka_local import LocalKafka, LocalKafkaConfig, find_free_port
 
 WORKER_ARGS = ("--model", "ViT-B-32", "--pretrained", "none", "--device", "cpu")
 WORKER_ENV = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.kafka_local import LocalKafka, LocalKafkaConfig, find_free_port
+from motionguard_dev.kafka_local import LocalKafka, LocalKafkaConfig, find_free_port
 from tests.videofactory import VideoCache, ffmpeg_available
 
 
@@ -28,7 +28,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> VideoCache:
 
 # --- a real Apache Kafka broker, shared by the streaming and deployment tests --------------
 #
-# ``kafka_broker`` is a running :class:`streamer.kafka_local.LocalKafka` (Apache Kafka 3.9.1,
+# ``kafka_broker`` is a running :class:`motionguard_dev.kafka_local.LocalKafka` (Apache Kafka 3.9.1,
 # KRaft, single node) on a free port of 127.0.0.1 with a throw-away data dir; use
 # ``kafka_broker.bootstrap_servers``.  Its jars come from ``~/.cache/motionguard/kafka/<version>``
 # (downloaded with Maven on first use) or from ``$KAFKA_HOME`` when that is set.  Java is

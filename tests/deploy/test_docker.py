@@ -101,6 +101,7 @@ def test_dockerignore_lets_only_the_package_sources_in() -> None:
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert {"pyproject.toml", "detectors", "streamer"} <= allowed
+    assert "motionguard_dev" not in allowed  # the development tools stay out of the worker image
     copied = [args for instruction, args in stages()["build"] if instruction == "COPY"]
     for args in copied:
         for source in args.split()[:-1]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamer.kafka_local import LocalKafka, LocalKafkaConfig
+from motionguard_dev.kafka_local import LocalKafka, LocalKafkaConfig
 from streamer.settings import PREFIX, WorkerSettings, review_settings_from_env, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, RULES, run_tool
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamer.kafka_local import LocalKafka
+from motionguard_dev.harness import TopicReader, free_port, send_all, upload_event
+from motionguard_dev.kafka_local import LocalKafka
 from streamer.settings import PREFIX, settings_from_env
 from tests.deploy.conftest import CHART, KUBERNETES_VERSIONS, REPO, run_tool
 from tests.deploy.podman import ChartPod, Container, build_image, image_config, image_env, image_inspect, podman
-from tests.streamer.harness import TopicReader, free_port, send_all, upload_event
 from tests.videofactory import VideoCache
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -115,7 +115,7 @@ def test_image_environment_holds_only_runtime_settings(image: str) -> None:
 
 
 def test_image_carries_no_build_leftovers(image: str) -> None:
-    """No compilers, package caches, pip configuration, the build's CA secret or test suites."""
+    """No compilers, package caches, pip configuration, the build's CA secret, test suites or development tools."""
     check = (
         "import glob, os, shutil, sys\n"
         "found = [t for t in ('gcc', 'cc', 'g++', 'make', 'apt-get.cache') if shutil.which(t)]\n"
@@ -123,6 +123,7 @@ def test_image_carries_no_build_leftovers(image: str) -> None:
         "if os.path.exists(p)]\n"
         "found += glob.glob('/var/lib/apt/lists/*_Packages') + glob.glob('/var/cache/apt/archives/*.deb')\n"
         "found += glob.glob('/opt/venv/lib/python3.11/site-packages/**/tests', recursive=True)[:5]\n"
+        "found += glob.glob('/opt/venv/lib/python3.11/site-packages/motionguard_dev*')\n"
         "print('\\n'.join(found)); sys.exit(1 if found else 0)\n"
     )
     isolated = ["--rm", "--network", "none", "--no-healthcheck", "--entrypoint", "python"]

@@ -23,6 +23,15 @@ from typing import Any
 import pytest
 import yaml
 
+from motionguard_dev.harness import (
+    TopicReader,
+    WorkerProcess,
+    free_port,
+    new_topics,
+    send_all,
+    upload_event,
+    wait_for,
+)
 from tests.deploy.conftest import (
     RULES,
     dashboard_queries,
@@ -31,15 +40,6 @@ from tests.deploy.conftest import (
     recording_rule_names,
     rule_exprs,
     substitute_grafana_variables,
-)
-from tests.streamer.harness import (
-    TopicReader,
-    WorkerProcess,
-    free_port,
-    new_topics,
-    send_all,
-    upload_event,
-    wait_for,
 )
 from tests.videofactory import make_text_file, make_video
 

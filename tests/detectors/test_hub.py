@@ -16,7 +16,7 @@ from huggingface_hub.utils import http_backoff
 from detectors.errors import DatasetError
 from detectors.hub import HUB_HINT, quiet_hub_retries
 from detectors.training.download import KNOWN_DATASETS, download_dataset
-from tests.streamer.harness import free_port
+from motionguard_dev.harness import free_port
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ from detectors.training.cache import EmbedCache
 from detectors.training.datasets import DEEPACTION_REAL_SOURCE, load_dataset
 from detectors.training.download import KNOWN_DATASETS
 from detectors.types import AI_LABEL, REAL_LABEL
+from motionguard_dev.harness import TopicReader, WorkerProcess, free_port, new_topics, send_all, upload_event
 from tests.hubmirror import HubMirror
-from tests.streamer.harness import TopicReader, WorkerProcess, free_port, new_topics, send_all, upload_event
 from tests.videofactory import make_video
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from streamer.kafka_local import LocalKafkaCluster
+from motionguard_dev.kafka_local import LocalKafkaCluster
 
 
 def partition_state(cluster: LocalKafkaCluster, topic: str) -> dict[int, dict[str, Any]]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamer.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_port
+from motionguard_dev.kafka_local import LocalKafkaCluster, LocalKafkaConfig, find_free_port
 from tests.conftest import kafka_home_from_env
 
 

@@ -19,11 +19,11 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from streamer.kafka_local import LocalKafkaCluster
+from motionguard_dev.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event, wait_for
+from motionguard_dev.kafka_local import LocalKafkaCluster
 from streamer.schemas import format_time, utc_now
 from streamer.settings import WorkerSettings
 from tests.streamer.cluster import partition_state
-from tests.streamer.harness import TopicReader, WorkerProcess, new_topics, send_all, upload_event, wait_for
 from tests.videofactory import make_video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

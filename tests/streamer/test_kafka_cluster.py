@@ -22,10 +22,10 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from streamer.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
+from motionguard_dev.harness import wait_for
+from motionguard_dev.kafka_local import LocalKafka, LocalKafkaCluster, LocalKafkaConfig, find_free_port
 from streamer.settings import settings_from_env
 from tests.streamer.cluster import partition_state
-from tests.streamer.harness import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

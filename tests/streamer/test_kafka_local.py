@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from streamer.kafka_local import (
+from motionguard_dev.kafka_local import (
     KafkaProvisionError,
     KafkaStartError,
     LocalKafka,
@@ -87,13 +87,13 @@ def _assert_answers_at_once(bootstrap: str) -> None:
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m streamer.kafka_cli ...`` in a separate process."""
+    """``motionguard kafka ...`` (``python -m streamer kafka ...``) in a separate process."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     return subprocess.run(
-        [sys.executable, "-m", "streamer.kafka_cli", *args],
+        [sys.executable, "-m", "streamer", "kafka", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -304,7 +304,7 @@ def test_concurrent_first_use_downloads_once(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""\
         from pathlib import Path
-        from streamer.kafka_local import LocalKafkaConfig, ensure_kafka_libs
+        from motionguard_dev.kafka_local import LocalKafkaConfig, ensure_kafka_libs
         cfg = LocalKafkaConfig(
             data_dir=Path({str(tmp_path / "d")!r}), cache_dir=Path({str(cache)!r}), mvn={str(mvn)!r}
         )

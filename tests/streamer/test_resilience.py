@@ -14,10 +14,7 @@ from typing import Any
 
 import pytest
 
-from streamer.kafka_local import LocalKafka
-from streamer.settings import WorkerSettings
-from tests.conftest import local_kafka
-from tests.streamer.harness import (
+from motionguard_dev.harness import (
     TopicReader,
     WorkerProcess,
     new_topics,
@@ -26,6 +23,9 @@ from tests.streamer.harness import (
     wait_caught_up,
     wait_for,
 )
+from motionguard_dev.kafka_local import LocalKafka
+from streamer.settings import WorkerSettings
+from tests.conftest import local_kafka
 from tests.videofactory import make_video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest
 
+from motionguard_dev.harness import REPO, Topics, WorkerProcess, new_topics, upload_event
+from motionguard_dev.kafka_local import LocalKafka, LocalKafkaConfig, find_free_port
+from motionguard_dev.kafka_secure import issue_certificate, make_ca
 from streamer.kafka_acls import least_privilege_acls
-from streamer.kafka_local import LocalKafka, LocalKafkaConfig, find_free_port
-from streamer.kafka_secure import issue_certificate, make_ca
 from streamer.schemas import Topics as SchemaTopics
 from streamer.settings import settings_from_env
 from tests.conftest import kafka_home_from_env
-from tests.streamer.harness import REPO, Topics, WorkerProcess, new_topics, upload_event
 from tests.videofactory import make_text_file, make_video
 
 with warnings.catch_warnings():

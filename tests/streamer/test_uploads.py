@@ -65,7 +65,7 @@ async def committed_is(settings: WorkerSettings, offset: int) -> bool:
 async def until(
     condition: Callable[[], bool | Awaitable[bool]], timeout_seconds: float = 60.0, what: str = "the condition"
 ) -> None:
-    """:func:`tests.streamer.harness.wait_for` for a condition checked on the event loop."""
+    """:func:`motionguard_dev.harness.wait_for` for a condition checked on the event loop."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_seconds
     while True:

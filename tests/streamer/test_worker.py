@@ -25,10 +25,7 @@ from detectors.bundle import save_bundle
 from detectors.embedding import ClipEmbedder, EmbedderSpec
 from detectors.prompts import fit_prompt_classifier
 from detectors.voting import Policy
-from streamer.metrics import metric_names
-from streamer.schemas import WORKER_ONLY_FIELDS
-from tests.c2pa_signing import AI, flip_inside_mdat, make_chain, sign
-from tests.streamer.harness import (
+from motionguard_dev.harness import (
     TopicReader,
     WorkerProcess,
     new_topics,
@@ -37,6 +34,9 @@ from tests.streamer.harness import (
     wait_caught_up,
     wait_for,
 )
+from streamer.metrics import metric_names
+from streamer.schemas import WORKER_ONLY_FIELDS
+from tests.c2pa_signing import AI, flip_inside_mdat, make_chain, sign
 from tests.videofactory import make_text_file, make_truncated_copy, make_video
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.kafka_local import LocalKafka
+from motionguard_dev.harness import REPO, TopicReader, WorkerProcess, new_topics, send_all, upload_event
+from motionguard_dev.kafka_local import LocalKafka
 from streamer.review.auth import add_user
-from tests.streamer.harness import REPO, TopicReader, WorkerProcess, new_topics, send_all, upload_event
 from tests.streamer.review.console_harness import OPEN_CLIENTS, PASSWORD, ConsoleProcess
 from tests.videofactory import VideoCache
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.streamer.harness import REPO, Topics, free_port
+from motionguard_dev.harness import REPO, Topics, free_port
 
 #: Clients made by :meth:`ConsoleProcess.client`; the package's conftest closes them after each test.
 OPEN_CLIENTS: list[httpx.Client] = []

@@ -1,7 +1,10 @@
-"""Run a real ``motionguard worker`` process against the test broker, and talk to it.
+"""Run a real ``motionguard worker`` process against a local broker, and talk to it.
 
-Each test module gets its own topics and consumer group (a unique prefix), so
-tests sharing the session's broker never see each other's events.
+Used by the worker tests and the benchmarks (``benchmarks/bench_worker.py``,
+``benchmarks/bench_failover.py``).  Each test module gets its own topics and
+consumer group (a unique prefix), so tests sharing the session's broker never see
+each other's events.  The worker runs as ``python -m streamer`` from the
+repository root (:data:`REPO`), so a source checkout is needed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from kafka.errors import CoordinatorNotAvailableError
 
 from streamer.settings import uploads_group
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 T = TypeVar("T")

@@ -1,11 +1,13 @@
-"""``motionguard kafka start|stop|status|acls``: a real local Kafka broker for development.
+"""``motionguard kafka start|stop|status``: a real local Kafka broker for development.
 
-Mount with ``app.add_typer(kafka_app, name="kafka")``.  ``$KAFKA_HOME``, when
+:mod:`streamer.kafka_commands` (the ``kafka`` group, with the runtime's ``acls``)
+loads these commands from ``kafka_app`` when one is called.  ``$KAFKA_HOME``, when
 set, names an unpacked Apache Kafka distribution to run instead of the jars
 downloaded with Maven into ``~/.cache/motionguard/kafka/<version>``.
 
 ``start --secure`` runs it with TLS, SCRAM users, mTLS and least-privilege ACLs
-(docs/kafka-security.md); ``acls`` prints that ACL set for any app id and topics.
+(docs/kafka-security.md); ``motionguard kafka acls`` prints that ACL set for any app id
+and topics.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streamer.kafka_acls import Principals, acl_table, kafka_acls_commands, least_privilege_acls
-from streamer.kafka_local import (
+from motionguard_dev.kafka_local import (
     DEFAULT_KAFKA_VERSION,
     LocalKafka,
     LocalKafkaCluster,
@@ -26,7 +27,8 @@ from streamer.kafka_local import (
     LocalKafkaError,
     default_data_dir,
 )
-from streamer.kafka_secure import TlsMaterialError
+from motionguard_dev.kafka_secure import TlsMaterialError
+from streamer.kafka_acls import least_privilege_acls
 from streamer.schemas import Topics
 
 kafka_app = typer.Typer(
@@ -150,40 +152,6 @@ def _print_client_settings(kafka: LocalKafka) -> None:
 
 
 @kafka_app.command()
-def acls(
-    app_id: Annotated[str, typer.Option("--app-id", help="The worker's app id (MOTIONGUARD_APP_ID).")] = "motionguard",
-    uploads: Annotated[str, typer.Option("--uploads", help="Uploads topic.")] = Topics.uploads,
-    verdicts: Annotated[str, typer.Option("--verdicts", help="Verdicts topic.")] = Topics.verdicts,
-    dead_letters: Annotated[str, typer.Option("--dead-letters", help="Dead-letter topic.")] = Topics.dead_letters,
-    labels: Annotated[str, typer.Option("--labels", help="Moderator labels topic.")] = Topics.labels,
-    worker: Annotated[str, typer.Option("--worker-principal")] = Principals.worker,
-    submitter: Annotated[str, typer.Option("--submitter-principal")] = Principals.submitter,
-    moderation: Annotated[str, typer.Option("--moderation-principal")] = Principals.moderation,
-    commands: Annotated[
-        bool, typer.Option("--commands", help="Print kafka-acls.sh commands instead of a table.")
-    ] = False,
-    bootstrap: Annotated[str, typer.Option("--bootstrap-server", help="For --commands.")] = "BROKER:9093",
-    command_config: Annotated[
-        str, typer.Option("--command-config", help="For --commands: the admin's client properties file.")
-    ] = "admin.properties",
-) -> None:
-    """Print the least-privilege ACLs of the worker, the submitter and the moderation side."""
-    try:
-        rules = least_privilege_acls(
-            app_id,
-            Topics(uploads=uploads, verdicts=verdicts, dead_letters=dead_letters, labels=labels),
-            Principals(worker=worker, submitter=submitter, moderation=moderation),
-        )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
-    if commands:
-        typer.echo("\n".join(kafka_acls_commands(rules, bootstrap, command_config)))
-    else:
-        typer.echo(acl_table(rules))
-
-
-@kafka_app.command()
 def stop(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds before SIGTERM becomes SIGKILL.")] = 30.0,
@@ -207,5 +175,5 @@ def status(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
         raise typer.Exit(code=1)
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m streamer.kafka_cli ...`
+if __name__ == "__main__":  # pragma: no cover - `python -m motionguard_dev.kafka_cli ...`
     kafka_app()
