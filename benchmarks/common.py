@@ -22,6 +22,8 @@ from benchmarks.corpus import DEFAULT_CACHE, REPO
 PYTHON = sys.executable
 #: The lean static ffmpeg and ffprobe that `scripts/build-ffmpeg.sh` builds (make bench builds them first).
 LEAN_FFMPEG_DIR = REPO / ".cache" / "ffmpeg-lean" / "bin"
+#: The same with NVDEC (`scripts/build-ffmpeg.sh --nvdec .cache/ffmpeg-lean-nvdec`), for GPU hosts.
+LEAN_NVDEC_FFMPEG_DIR = REPO / ".cache" / "ffmpeg-lean-nvdec" / "bin"
 
 
 def lean_ffmpeg() -> tuple[str, str] | None:

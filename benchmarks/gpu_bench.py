@@ -39,19 +39,26 @@ from typing import Any
 import open_clip
 import torch
 
-from benchmarks.common import load_average, log, machine, now_utc, save
+from benchmarks.common import LEAN_FFMPEG_DIR, LEAN_NVDEC_FFMPEG_DIR, load_average, log, machine, now_utc, save
 from benchmarks.corpus import DEFAULT_CACHE, Corpus, h264_720p_set
 from detectors.errors import MotionGuardError
 
 #: End-to-end sampling variants: the default (nearest keyframe within the tolerance, decoded on the CPU);
 #: exact frames; H.264/H.265 non-reference frames skipped; keyframes at or before each time; the default
-#: decoded on the GPU's NVDEC (``hw_decode="cuda"``; the row says ``hw_decode: none`` where it fell back).
+#: decoded on the GPU's NVDEC (``hw_decode="cuda"``; the row says ``hw_decode: none`` where it fell back);
+#: the default with the lean static ffmpeg of scripts/build-ffmpeg.sh, on the CPU and (its --nvdec build) on NVDEC.
 SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "exact": {"seek": "accurate"},
     "noref": {"seek": "accurate", "skip_non_reference": True},
     "keyframe": {"seek": "keyframe", "sequential_max_frames": 0},
     "nvdec": {"hw_decode": "cuda"},
+    "lean": {"ffmpeg_binary": str(LEAN_FFMPEG_DIR / "ffmpeg"), "ffprobe_binary": str(LEAN_FFMPEG_DIR / "ffprobe")},
+    "lean-nvdec": {
+        "hw_decode": "cuda",
+        "ffmpeg_binary": str(LEAN_NVDEC_FFMPEG_DIR / "ffmpeg"),
+        "ffprobe_binary": str(LEAN_NVDEC_FFMPEG_DIR / "ffprobe"),
+    },
 }
 
 CONFIGS = ("fp32 eager", "autocast", "autocast + channels_last", "autocast + channels_last + compile")

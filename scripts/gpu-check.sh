@@ -24,8 +24,12 @@ ffmpeg -hide_banner -hwaccels 2>/dev/null | tr '\n' ' '; echo
 "$PY" - <<'PYEOF'
 import logging
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+from pathlib import Path
 from detectors.sampling.hwdecode import check_cuda_decoding
-print("NVDEC check:", check_cuda_decoding("ffmpeg"))
+print("NVDEC check, this host's ffmpeg:", check_cuda_decoding("ffmpeg"))
+lean = Path(".cache/ffmpeg-lean-nvdec/bin/ffmpeg")
+if lean.exists():
+    print("NVDEC check, the lean --nvdec build:", check_cuda_decoding(str(lean)))
 PYEOF
 
 echo "== CUDA tests (CPU vs GPU embeddings, NVDEC vs CPU decoding)"
@@ -33,7 +37,12 @@ timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/detectors/test_gpu.py -
 
 echo "== decode + embed, ViT-L/14, 8 frames, CPU decoding and NVDEC"
 cores=$(nproc)
+variants=default,nvdec
+# The lean static builds travel with the working tree (run's `carry`: .cache/ffmpeg-lean and
+# .cache/ffmpeg-lean-nvdec, built here by scripts/build-ffmpeg.sh [--nvdec]): a GPU host has no apt.
+[[ -x .cache/ffmpeg-lean/bin/ffmpeg ]] && variants+=,lean
+[[ -x .cache/ffmpeg-lean-nvdec/bin/ffmpeg ]] && variants+=,lean-nvdec
 timeout $((BUDGET + 120)) "$PY" -m benchmarks.gpu_bench --device cuda --skip-tower --models ViT-L-14 \
-    --e2e-sampling default,nvdec --decode-workers "$cores" --videos 96 --budget-seconds "$BUDGET" \
+    --e2e-sampling "$variants" --decode-workers "$cores" --videos 96 --budget-seconds "$BUDGET" \
     --cache-dir "$OUT/bench"
 cp "$OUT"/bench/results/gpu.json "$OUT/gpu.json" 2>/dev/null && echo "results: $OUT/gpu.json"

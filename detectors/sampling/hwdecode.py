@@ -2,18 +2,19 @@
 
 Listing ``cuda`` in ``ffmpeg -hwaccels`` only says that ffmpeg was built with it
 (Debian's build is); decoding also needs the NVIDIA driver's ``libcuda`` and a
-visible GPU.  So the check decodes a real file: a two-frame H.264 clip that
-ffmpeg itself encodes into a temporary directory, decoded with ``-hwaccel cuda``
-and ``-hwaccel_output_format cuda`` (which fails instead of quietly decoding on
-the CPU when the device cannot be set up).  The answer is cached per ffmpeg
-binary for the life of the process.
+visible GPU.  So the check decodes a real file, ``nvdec-check.mp4`` next to this
+module (two 256x144 H.264 frames, made with ``ffmpeg -f lavfi -i
+testsrc2=size=256x144:rate=2:duration=1 -c:v libx264 -pix_fmt yuv420p``; shipped
+rather than encoded here, because a lean ffmpeg build has no encoder), with
+``-hwaccel cuda`` and ``-hwaccel_output_format cuda`` (which fails instead of
+quietly decoding on the CPU when the device cannot be set up).  The answer is
+cached per ffmpeg binary for the life of the process.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from detectors.sampling.process import _last_line, _run
 logger = logging.getLogger(__name__)
 
 _CHECK_TIMEOUT_SECONDS = 30.0
+_CHECK_CLIP = Path(__file__).with_name("nvdec-check.mp4")
 
 
 @dataclass(frozen=True)
@@ -54,25 +56,17 @@ def _check(ffmpeg_binary: str) -> HwDecodeCheck:
     methods = listed.stdout.decode("utf-8", errors="replace").split()
     if listed.returncode != 0 or "cuda" not in methods:
         return HwDecodeCheck(False, f"{ffmpeg_binary} was built without the cuda hwaccel")
-    with tempfile.TemporaryDirectory(prefix="motionguard-nvdec-") as scratch:
-        clip = str(Path(scratch) / "check.mp4")
-        encode = [
-            ffmpeg_binary, "-hide_banner", "-nostdin", "-v", "error", "-f", "lavfi",
-            "-i", "testsrc2=size=256x144:rate=2:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", clip,
-        ]  # fmt: skip
-        decode = [
-            ffmpeg_binary, "-hide_banner", "-nostdin", "-v", "error", "-hwaccel", "cuda",
-            "-hwaccel_output_format", "cuda", "-i", clip, "-f", "null", "-",
-        ]  # fmt: skip
-        try:
-            made = _run(encode, timeout_seconds=_CHECK_TIMEOUT_SECONDS, tool="ffmpeg")
-            if made.returncode != 0:
-                return HwDecodeCheck(False, f"could not make the test clip ({_last_line(made.stderr, clip)})")
-            done = _run(decode, timeout_seconds=_CHECK_TIMEOUT_SECONDS, tool="ffmpeg")
-        except MotionGuardError as e:
-            return HwDecodeCheck(False, e.message)
-        if done.returncode != 0:
-            return HwDecodeCheck(False, _last_line(done.stderr, clip) or f"ffmpeg exited with {done.returncode}")
+    clip = str(_CHECK_CLIP)
+    decode = [
+        ffmpeg_binary, "-hide_banner", "-nostdin", "-v", "error", "-hwaccel", "cuda",
+        "-hwaccel_output_format", "cuda", "-i", f"file:{clip}", "-f", "null", "-",
+    ]  # fmt: skip
+    try:
+        done = _run(decode, timeout_seconds=_CHECK_TIMEOUT_SECONDS, tool="ffmpeg")
+    except MotionGuardError as e:
+        return HwDecodeCheck(False, e.message)
+    if done.returncode != 0:
+        return HwDecodeCheck(False, _last_line(done.stderr, clip) or f"ffmpeg exited with {done.returncode}")
     return HwDecodeCheck(True)
 
 
