@@ -14,7 +14,7 @@
 #
 # Then point the sampler at it: `scan --ffmpeg PREFIX/bin/ffmpeg --ffprobe PREFIX/bin/ffprobe`,
 # or MOTIONGUARD_FFMPEG_BINARY / MOTIONGUARD_FFPROBE_BINARY for the worker.
-# Needs: apt-get (source and build packages), gcc, make; about 5 minutes on 2 cores.
+# Needs: apt-get (the source and the build packages, installed when missing); about 5 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ if [[ -z "$version" ]]; then
     say "Debian's ffmpeg package is not installed here; this script builds its source package"
     exit 1
 fi
-packages=(nasm pkg-config zlib1g-dev libdav1d-dev dpkg-dev xz-utils)
+packages=(gcc make libc6-dev nasm pkg-config zlib1g-dev libdav1d-dev dpkg-dev xz-utils)
 ((nvdec)) && packages+=(libffmpeg-nvenc-dev)
 missing=()
 for p in "${packages[@]}"; do

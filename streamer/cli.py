@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import typer
 
+from detectors.cli_options import share_cores_with_decoders
+
 __all__ = ["create_app", "main"]
 
 
@@ -29,4 +31,5 @@ def create_app() -> typer.Typer:
 
 
 def main() -> None:
+    share_cores_with_decoders()  # before anything imports torch
     create_app()()

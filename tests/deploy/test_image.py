@@ -107,6 +107,12 @@ def test_image_environment_holds_only_runtime_settings(image: str) -> None:
     settings_from_env({k: v for k, v in env.items() if k.startswith(PREFIX)})  # raises on an unknown one
     others = {k for k in env if not k.startswith(PREFIX)}
     assert others <= RUNTIME_VARIABLES, f"unexpected variables in the image: {sorted(others - RUNTIME_VARIABLES)}"
+    # The sampler decodes with the image's lean static ffmpeg (scripts/build-ffmpeg.sh), built with NVDEC.
+    assert env["MOTIONGUARD_FFMPEG_BINARY"] == "/opt/ffmpeg-lean/bin/ffmpeg"
+    assert env["MOTIONGUARD_FFPROBE_BINARY"] == "/opt/ffmpeg-lean/bin/ffprobe"
+    isolated = ["--rm", "--network", "none", "--no-healthcheck", "--entrypoint", "/opt/ffmpeg-lean/bin/ffmpeg"]
+    version = podman("run", *isolated, image, "-hide_banner", "-hwaccels", check=False)
+    assert version.returncode == 0 and "cuda" in version.stdout.split(), version.stdout + version.stderr
     config = image_config(image)
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["motionguard"] and config["Cmd"] == ["worker"]

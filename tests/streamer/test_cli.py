@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import typer
 from typer.main import get_command
 
@@ -34,3 +36,20 @@ def test_the_command_modules_import_alone_without_cycles_or_torch() -> None:
         assert "torch" not in loaded, module
         if module == "detectors.training.cli":
             assert "detectors.cli" not in loaded
+
+
+def test_the_model_threads_wait_passively_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The entry point runs this before torch loads, so its idle threads leave the cores to ffmpeg.
+    from detectors.cli_options import share_cores_with_decoders
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    share_cores_with_decoders()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    share_cores_with_decoders()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # an explicit choice wins
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setitem(sys.modules, "torch", object())
+    share_cores_with_decoders()
+    assert "OMP_WAIT_POLICY" not in os.environ  # too late once torch is loaded: nothing changes
