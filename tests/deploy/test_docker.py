@@ -55,7 +55,7 @@ def test_dockerfile_parses_without_lint_warnings(deploycheck: str) -> None:
     report = json.loads(run_tool([deploycheck, "dockerfile", str(DOCKERFILE)]).stdout)
     assert report["warnings"] == []
     names = [stage["name"] for stage in report["stages"]]
-    assert names == ["runtime", "bundle", "build", "final"]
+    assert names == ["runtime", "ffmpeg", "bundle", "build", "final"]
     assert {"VARIANT", "BASE_IMAGE"} <= set(report["meta_args"])
     # podman 4.3's builder cannot pick a stage by a build argument (FROM stage-${ARG}): every
     # base is either the BASE_IMAGE argument, scratch, or a stage named literally.
@@ -94,6 +94,14 @@ def test_image_environment_is_accepted_by_the_worker() -> None:
     assert env["HOME"].startswith("/tmp")  # read-only root filesystem: only /tmp is writable
     settings = settings_from_env({k: v for k, v in env.items() if k.startswith("MOTIONGUARD_")})
     assert settings.web_port == 6066
+    # The sampler uses the lean static ffmpeg that the ffmpeg stage builds (scripts/build-ffmpeg.sh).
+    assert (settings.ffmpeg_binary, settings.ffprobe_binary) == (
+        "/opt/ffmpeg-lean/bin/ffmpeg",
+        "/opt/ffmpeg-lean/bin/ffprobe",
+    )
+    assert ("COPY", "--from=ffmpeg /opt/ffmpeg-lean/bin/ /opt/ffmpeg-lean/bin/") in stages()["final"]
+    build = " ".join(args for instruction, args in stages()["ffmpeg"] if instruction == "RUN")
+    assert "scripts/build-ffmpeg.sh --nvdec /opt/ffmpeg-lean" in build
 
 
 def test_dockerignore_lets_only_the_package_sources_in() -> None:
