@@ -32,6 +32,36 @@ if [[ -z "$version" ]]; then
     say "Debian's ffmpeg package is not installed here; this script builds its source package"
     exit 1
 fi
+
+demuxers=mov,matroska,avi,gif,apng,mpegts,mpegps,flv,asf,ogg,mxf,nut,ivf,yuv4mpegpipe,dv
+decoders=h264,hevc,vp8,vp9,av1,libdav1d,mpeg4,mpeg1video,mpeg2video,mjpeg,h263,h263p,flv,vp6,vp6f,theora
+decoders+=,msmpeg4v1,msmpeg4v2,msmpeg4v3,wmv1,wmv2,wmv3,vc1,prores,dvvideo,ffv1,huffyuv,rawvideo,gif,apng,png
+parsers=h264,hevc,vp8,vp9,av1,mpeg4video,mpegvideo,mjpeg,h263,vc1,png,gif,dvvideo
+filters=scale,format,crop,select,trim,showinfo,concat,transpose,hflip,vflip,rotate,null,copy,setsar,setpts,fps
+filters+=,hwdownload,pad
+options=(
+    --prefix="$PREFIX" --disable-shared --enable-static --disable-debug --disable-doc
+    --disable-autodetect --disable-everything --disable-network --disable-ffplay
+    --enable-zlib --enable-libdav1d --enable-protocol=file,pipe
+    --enable-demuxer="$demuxers" --enable-decoder="$decoders" --enable-parser="$parsers"
+    --enable-filter="$filters" --enable-encoder=rawvideo,wrapped_avframe --enable-muxer=rawvideo,null
+    --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,vp9_superframe_split,av1_frame_split
+    --pkg-config-flags=--static --extra-version=motionguard-lean
+)
+if ((nvdec)); then
+    options+=(--enable-ffnvcodec --enable-cuda --enable-cuvid --enable-nvdec
+        --enable-hwaccel=h264_nvdec,hevc_nvdec,vp8_nvdec,vp9_nvdec,av1_nvdec,mpeg1_nvdec,mpeg2_nvdec,mpeg4_nvdec,vc1_nvdec
+        --enable-decoder=h264_cuvid,hevc_cuvid,vp8_cuvid,vp9_cuvid,av1_cuvid,mpeg2_cuvid,mpeg4_cuvid,vc1_cuvid)
+fi
+
+# Nothing to do (no packages, no source) when this version was built with these options.
+stamp="ffmpeg $version: ${options[*]}"
+if [[ -x "$PREFIX/bin/ffmpeg" && -x "$PREFIX/bin/ffprobe" && "$(cat "$PREFIX/BUILD" 2>/dev/null)" == "$stamp" ]]; then
+    say "already built for ffmpeg $version with these options: $PREFIX/bin"
+    echo "$PREFIX/bin"
+    exit 0
+fi
+
 packages=(gcc make libc6-dev nasm pkg-config zlib1g-dev libdav1d-dev dpkg-dev xz-utils)
 ((nvdec)) && packages+=(libffmpeg-nvenc-dev)
 missing=()
@@ -60,33 +90,6 @@ if [[ ! -x "$src/configure" ]]; then
     (cd "$WORK" && apt-get "${apt_opts[@]}" -qq source "ffmpeg=$version" >/dev/null)
 fi
 
-demuxers=mov,matroska,avi,gif,apng,mpegts,mpegps,flv,asf,ogg,mxf,nut,ivf,yuv4mpegpipe,dv
-decoders=h264,hevc,vp8,vp9,av1,libdav1d,mpeg4,mpeg1video,mpeg2video,mjpeg,h263,h263p,flv,vp6,vp6f,theora
-decoders+=,msmpeg4v1,msmpeg4v2,msmpeg4v3,wmv1,wmv2,wmv3,vc1,prores,dvvideo,ffv1,huffyuv,rawvideo,gif,apng,png
-parsers=h264,hevc,vp8,vp9,av1,mpeg4video,mpegvideo,mjpeg,h263,vc1,png,gif,dvvideo
-filters=scale,format,crop,select,trim,showinfo,concat,transpose,hflip,vflip,rotate,null,copy,setsar,setpts,fps
-filters+=,hwdownload,pad
-options=(
-    --prefix="$PREFIX" --disable-shared --enable-static --disable-debug --disable-doc
-    --disable-autodetect --disable-everything --disable-network --disable-ffplay
-    --enable-zlib --enable-libdav1d --enable-protocol=file,pipe
-    --enable-demuxer="$demuxers" --enable-decoder="$decoders" --enable-parser="$parsers"
-    --enable-filter="$filters" --enable-encoder=rawvideo,wrapped_avframe --enable-muxer=rawvideo,null
-    --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,vp9_superframe_split,av1_frame_split
-    --pkg-config-flags=--static --extra-version=motionguard-lean
-)
-if ((nvdec)); then
-    options+=(--enable-ffnvcodec --enable-cuda --enable-cuvid --enable-nvdec
-        --enable-hwaccel=h264_nvdec,hevc_nvdec,vp8_nvdec,vp9_nvdec,av1_nvdec,mpeg1_nvdec,mpeg2_nvdec,mpeg4_nvdec,vc1_nvdec
-        --enable-decoder=h264_cuvid,hevc_cuvid,vp8_cuvid,vp9_cuvid,av1_cuvid,mpeg2_cuvid,mpeg4_cuvid,vc1_cuvid)
-fi
-
-stamp="ffmpeg $version: ${options[*]}"
-if [[ -x "$PREFIX/bin/ffmpeg" && -x "$PREFIX/bin/ffprobe" && "$(cat "$PREFIX/BUILD" 2>/dev/null)" == "$stamp" ]]; then
-    say "already built for ffmpeg $version with these options: $PREFIX/bin"
-    echo "$PREFIX/bin"
-    exit 0
-fi
 say "configuring (log: $src/ffbuild/config.log)"
 (cd "$src" && ./configure "${options[@]}" >"$WORK/configure.out") || {
     tail -20 "$src/ffbuild/config.log" >&2

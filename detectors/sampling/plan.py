@@ -99,10 +99,10 @@ def _plan(info: _ProbeResult, config: SamplingConfig) -> _Plan:
                 taken.add(near[0])
                 targets.append(_Target(wanted, near[0], keyframe=True))
                 continue
-            cheapest = _cheapest_frame_near(index, wanted, tolerance, fps, exclude=taken)
+            cheapest = _cheapest_frame_near(index, wanted, tolerance, exclude=taken)
             if cheapest is not None:
                 taken.add(cheapest)
-                targets.append(_Target(wanted, round(max(0.0, cheapest - _SAME_TIME * 10), 6), keyframe=False))
+                targets.append(_frame_target(wanted, cheapest))
                 continue
         exact = _exact_target(info, wanted)
         if all(target.keyframe or target.seconds != exact.seconds for target in targets):
@@ -152,9 +152,7 @@ def _plan(info: _ProbeResult, config: SamplingConfig) -> _Plan:
     )
 
 
-def _cheapest_frame_near(
-    index: _PacketIndex, wanted: float, within: float, fps: float, *, exclude: set[float]
-) -> float | None:
+def _cheapest_frame_near(index: _PacketIndex, wanted: float, within: float, *, exclude: set[float]) -> float | None:
     """The frame within ``within`` of ``wanted`` that costs the fewest decoded frames
     (counted forward from the keyframe before it), nearest to ``wanted`` among equals;
     ``None`` when the index has no frame there or its keyframes lie before what was read.
@@ -170,16 +168,19 @@ def _cheapest_frame_near(
         if seconds in exclude:
             continue
         before = index.keyframe_at_or_before(seconds)
-        if before is None:
-            if not index.whole:
-                continue  # the keyframe before is outside what was read: cost unknown
-            cost = seconds * max(fps, 1.0)
-        else:
-            cost = float(index.count(before, seconds))
-        key = (cost, abs(seconds - wanted), seconds)
+        if before is None and not index.whole:
+            continue  # the keyframe before is outside what was read: cost unknown
+        cost = index.count(before if before is not None else -math.inf, seconds)
+        key = (float(cost), abs(seconds - wanted), seconds)
         if best is None or key < best:
             best = key
     return best[2] if best is not None else None
+
+
+def _frame_target(wanted: float, frame: float) -> _Target:
+    """A non-keyframe target for the index's frame at ``frame`` (a hair before it, so that
+    "the first frame at or after" lands on it)."""
+    return _Target(wanted, round(max(0.0, frame - _SAME_TIME * 10), 6), keyframe=False)
 
 
 def _exact_target(info: _ProbeResult, wanted: float) -> _Target:
@@ -190,7 +191,7 @@ def _exact_target(info: _ProbeResult, wanted: float) -> _Target:
     if index is not None:
         frame = index.last_at_or_before(wanted)
         if frame is not None:
-            return _Target(wanted, round(max(0.0, frame - _SAME_TIME * 10), 6), keyframe=False)
+            return _frame_target(wanted, frame)
     t = wanted - info.start_offset_seconds
     if fps > 0 and estimate:
         # A quarter frame before the frame's start, so that "first frame at or after" lands on it.
